@@ -1,0 +1,553 @@
+// Package caddymodule is the Caddy glue of API users: the app that owns the
+// store, the catalog and the principal cache; the gateway handler that turns
+// a request into a policy decision and forwards or refuses it; the
+// management handler; Caddyfile parsing; the audit log; and the
+// `caddy api-users` command. The decisions themselves live in package policy.
+package caddymodule
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/apiusers/caddy-api-users/caddymodule/store"
+	"github.com/apiusers/caddy-api-users/policy"
+)
+
+func init() {
+	caddy.RegisterModule(new(App))
+}
+
+// App is the `api_users` app: the one place in a Caddy process that holds
+// the API-user store, the endpoint catalog, the orgs and products, the roles
+// and the cache of compiled users. Every `api_users` gateway handler and
+// every `api_users_admin` management handler in the process shares it, so a
+// change made through the management API is enforced by the very next
+// gateway request. It is configured with the `api_users` global option.
+type App struct {
+	// Store says where API users are kept. By default, a SQLite file in
+	// Caddy's data directory.
+	Store StoreConfig `json:"store,omitempty"`
+
+	// Orgs are the tenants and their products. Routes may name a product by
+	// its numeric ID or its slug.
+	Orgs []OrgConfig `json:"orgs,omitempty"`
+
+	// Roles are named sets of scopes; a user's effective scopes are its own
+	// plus those of its roles.
+	Roles []RoleConfig `json:"roles,omitempty"`
+
+	// Endpoints is the catalog of routes the gateway lets API users reach.
+	// A request that matches no endpoint is refused: deny by default.
+	Endpoints []EndpointConfig `json:"endpoints,omitempty"`
+
+	// Cache bounds the in-memory cache of users in front of the store.
+	Cache CacheConfig `json:"cache,omitempty"`
+
+	// SyncInterval is how often the app polls the store for changes made
+	// by another process (the CLI, another gateway node) and drops the
+	// affected cache entries. It bounds how long such a change, a
+	// revocation above all, takes to be enforced here. Default: 500ms.
+	SyncInterval caddy.Duration `json:"sync_interval,omitempty"`
+
+	// LastUsedInterval is how often last-used times are written to the
+	// store. They are kept in memory in between, so a request never waits
+	// for a store write. Default: 1m.
+	LastUsedInterval caddy.Duration `json:"last_used_interval,omitempty"`
+
+	store   store.Store
+	view    atomic.Pointer[view]
+	cache   *principalCache
+	touches *lastUsed
+	logger  *zap.Logger
+	audit   *zap.Logger
+
+	now     func() time.Time
+	lastSeq atomic.Int64
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// StoreConfig selects and locates the store.
+type StoreConfig struct {
+	// Driver is "sqlite" (the default).
+	Driver string `json:"driver,omitempty"`
+
+	// Path is the SQLite database file. Default: api_users/api_users.db in
+	// Caddy's data directory.
+	Path string `json:"path,omitempty"`
+}
+
+// OrgConfig is one org and its products.
+type OrgConfig struct {
+	// ID names the org in routes ({org}) and in API users.
+	ID string `json:"id"`
+	// Slug, when set, names the org in routes too.
+	Slug string `json:"slug,omitempty"`
+	// Products belong to this org.
+	Products []ProductConfig `json:"products,omitempty"`
+}
+
+// ProductConfig is one product of an org.
+type ProductConfig struct {
+	// ID is the product's numeric ID.
+	ID int64 `json:"id"`
+	// Slug is the product's name in routes, such as "my-product-v1".
+	Slug string `json:"slug"`
+}
+
+// RoleConfig is a named set of scopes.
+type RoleConfig struct {
+	// Name names the role in API users' "roles".
+	Name string `json:"name"`
+	// Description is for humans.
+	Description string `json:"description,omitempty"`
+	// Scopes the role grants.
+	Scopes []string `json:"scopes"`
+}
+
+// EndpointConfig is one route of the catalog.
+type EndpointConfig struct {
+	// Name names the endpoint in API users' "allowed_endpoints", in the
+	// audit log and in metrics.
+	Name string `json:"name"`
+	// Methods are the HTTP methods the endpoint takes, such as ["GET"].
+	Methods []string `json:"methods"`
+	// Path is the path template, in the grammar of Go's net/http patterns:
+	// literal segments, {name} for one segment, a final {name...} for the
+	// rest. Matching is exact and case-sensitive.
+	Path string `json:"path"`
+	// Scope is the scope a user needs, such as "devices:list".
+	Scope string `json:"scope"`
+}
+
+// CacheConfig bounds the cache of compiled users.
+type CacheConfig struct {
+	// MaxUsers is how many users (and as many tokens) the cache holds at
+	// most; memory is bounded by it, not by the number of users in the
+	// store. Default: 100000.
+	MaxUsers int64 `json:"max_users,omitempty"`
+	// TTL is how long an entry lives at most, as a second line of defence
+	// behind change tracking. Default: 5m.
+	TTL caddy.Duration `json:"ttl,omitempty"`
+	// NegativeTTL is how long an unknown token or user ID is remembered as
+	// unknown, so invalid credentials do not reach the store again and
+	// again. Default: 30s.
+	NegativeTTL caddy.Duration `json:"negative_ttl,omitempty"`
+}
+
+// view is what decisions read, swapped whole when the catalog changes.
+type view struct {
+	catalog *policy.Catalog
+	tenancy *policy.Tenancy
+	roles   map[string][]policy.Scope
+}
+
+// CaddyModule returns the Caddy module information.
+func (*App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "api_users",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+const (
+	defaultSyncInterval     = 500 * time.Millisecond
+	defaultLastUsedInterval = time.Minute
+	defaultMaxUsers         = 100_000
+	defaultCacheTTL         = 5 * time.Minute
+	defaultNegativeTTL      = 30 * time.Second
+)
+
+// Provision opens the store and compiles the catalog.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	// Audit records of gateway decisions and management changes alike go
+	// to http.handlers.api_users.audit, one name for operators to route.
+	a.audit = ctx.Logger(Gateway{}).Named("audit")
+	if err := a.open(ctx); err != nil {
+		return err
+	}
+	return nil
+}
+
+// open does the work of Provision; the CLI uses it too, without starting
+// the background loops.
+func (a *App) open(ctx context.Context) error {
+	if a.logger == nil {
+		a.logger = zap.NewNop()
+		a.audit = a.logger
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	if a.SyncInterval == 0 {
+		a.SyncInterval = caddy.Duration(defaultSyncInterval)
+	}
+	if a.LastUsedInterval == 0 {
+		a.LastUsedInterval = caddy.Duration(defaultLastUsedInterval)
+	}
+	if a.Cache.MaxUsers == 0 {
+		a.Cache.MaxUsers = defaultMaxUsers
+	}
+	if a.Cache.TTL == 0 {
+		a.Cache.TTL = caddy.Duration(defaultCacheTTL)
+	}
+	if a.Cache.NegativeTTL == 0 {
+		a.Cache.NegativeTTL = caddy.Duration(defaultNegativeTTL)
+	}
+	if err := a.validateConfig(); err != nil {
+		return err
+	}
+
+	var err error
+	switch a.Store.Driver {
+	case "", "sqlite":
+		path := a.Store.Path
+		if path == "" {
+			path = filepath.Join(caddy.AppDataDir(), "api_users", "api_users.db")
+		}
+		a.Store.Path = path
+		a.store, err = store.OpenSQLite(path)
+		if err != nil {
+			return fmt.Errorf("api_users: opening the SQLite store %s: %w", path, err)
+		}
+	default:
+		return fmt.Errorf("api_users: unknown store driver %q: use \"sqlite\"", a.Store.Driver)
+	}
+
+	if err := a.seedTenancy(ctx); err != nil {
+		_ = a.store.Close()
+		return err
+	}
+	seq, err := a.store.LastChange(ctx)
+	if err != nil {
+		_ = a.store.Close()
+		return fmt.Errorf("api_users: reading the store's change log: %w", err)
+	}
+	a.lastSeq.Store(seq)
+	if err := a.reloadView(ctx); err != nil {
+		_ = a.store.Close()
+		return err
+	}
+	a.cache, err = newPrincipalCache(a.Cache)
+	if err != nil {
+		_ = a.store.Close()
+		return err
+	}
+	a.touches = newLastUsed(time.Duration(a.LastUsedInterval))
+	return nil
+}
+
+// validateConfig checks the parts of the config that do not need the store,
+// so a bad catalog fails at load with a message that names it.
+func (a *App) validateConfig() error {
+	_, err := a.buildView(nil, nil, nil)
+	return err
+}
+
+// buildView compiles the config's catalog, orgs and roles, plus any orgs,
+// products and roles kept in the store. An entry in the config wins over a
+// store entry of the same name, so the Caddyfile stays the source of truth
+// for what it declares.
+func (a *App) buildView(storeOrgs []policy.Org, storeProducts []policy.Product, storeRoles []store.Role) (*view, error) {
+	endpoints := make([]policy.Endpoint, 0, len(a.Endpoints))
+	for _, e := range a.Endpoints {
+		endpoints = append(endpoints, policy.Endpoint{Name: e.Name, Methods: e.Methods, Path: e.Path, Scope: policy.Scope(e.Scope)})
+	}
+	catalog, err := policy.NewCatalog(endpoints)
+	if err != nil {
+		return nil, fmt.Errorf("api_users: endpoint catalog: %w", err)
+	}
+
+	var orgs []policy.Org
+	var products []policy.Product
+	orgSeen := map[string]bool{}
+	productSeen := map[int64]bool{}
+	for _, o := range a.Orgs {
+		orgs = append(orgs, policy.Org{ID: o.ID, Slug: o.Slug})
+		orgSeen[o.ID] = true
+		for _, p := range o.Products {
+			products = append(products, policy.Product{ID: p.ID, Slug: p.Slug, Org: o.ID})
+			productSeen[p.ID] = true
+		}
+	}
+	for _, o := range storeOrgs {
+		if !orgSeen[o.ID] {
+			orgs = append(orgs, o)
+		}
+	}
+	for _, p := range storeProducts {
+		if !productSeen[p.ID] {
+			products = append(products, p)
+		}
+	}
+	tenancy, err := policy.NewTenancy(orgs, products)
+	if err != nil {
+		return nil, fmt.Errorf("api_users: orgs and products: %w", err)
+	}
+
+	roles := map[string][]policy.Scope{}
+	for _, r := range a.Roles {
+		if !validRoleName(r.Name) {
+			return nil, fmt.Errorf("api_users: role %q: a role name is lowercase letters, digits, '-' and '_', starting with a letter", r.Name)
+		}
+		if _, dup := roles[r.Name]; dup {
+			return nil, fmt.Errorf("api_users: role %q is defined twice: give each role one definition", r.Name)
+		}
+		scopes, err := policy.ParseScopes(r.Scopes)
+		if err != nil {
+			return nil, fmt.Errorf("api_users: role %q: %w", r.Name, err)
+		}
+		roles[r.Name] = scopes
+	}
+	for _, r := range storeRoles {
+		if _, fromConfig := roles[r.Name]; fromConfig {
+			continue
+		}
+		scopes, err := policy.ParseScopes(r.Scopes)
+		if err != nil {
+			// A role written by an older or broken writer must not take
+			// the gateway down; it grants nothing until it is fixed.
+			a.logger.Error("ignoring invalid role in store", zap.String("role", r.Name), zap.Error(err))
+			continue
+		}
+		roles[r.Name] = scopes
+	}
+	return &view{catalog: catalog, tenancy: tenancy, roles: roles}, nil
+}
+
+// seedTenancy writes the orgs and products declared in the config to the
+// store, where they are missing or differ, so every process on the store
+// (other nodes, the CLI) knows them and the store can keep each user inside
+// an existing org and product. The config stays authoritative for what it
+// declares; the store may hold more, managed through the API.
+func (a *App) seedTenancy(ctx context.Context) error {
+	orgs, err := a.store.ListOrgs(ctx)
+	if err != nil {
+		return fmt.Errorf("api_users: reading orgs from the store: %w", err)
+	}
+	products, err := a.store.ListProducts(ctx)
+	if err != nil {
+		return fmt.Errorf("api_users: reading products from the store: %w", err)
+	}
+	haveOrg := map[string]policy.Org{}
+	for _, o := range orgs {
+		haveOrg[o.ID] = o
+	}
+	haveProduct := map[int64]policy.Product{}
+	for _, p := range products {
+		haveProduct[p.ID] = p
+	}
+	wantOrgs, wantProducts := a.tenancyConfig()
+	for _, o := range wantOrgs {
+		if have, ok := haveOrg[o.ID]; ok && have == o {
+			continue
+		}
+		if err := a.store.PutOrg(ctx, o); err != nil {
+			return fmt.Errorf("api_users: writing org %q of the config to the store: %w", o.ID, err)
+		}
+	}
+	for _, p := range wantProducts {
+		if have, ok := haveProduct[p.ID]; ok && have == p {
+			continue
+		}
+		if err := a.store.PutProduct(ctx, p); err != nil {
+			return fmt.Errorf("api_users: writing product %d of the config to the store: %w", p.ID, err)
+		}
+	}
+	return nil
+}
+
+// reloadView rebuilds the view from the config and the store.
+func (a *App) reloadView(ctx context.Context) error {
+	orgs, err := a.store.ListOrgs(ctx)
+	if err != nil {
+		return fmt.Errorf("api_users: reading orgs from the store: %w", err)
+	}
+	products, err := a.store.ListProducts(ctx)
+	if err != nil {
+		return fmt.Errorf("api_users: reading products from the store: %w", err)
+	}
+	roles, err := a.store.ListRoles(ctx)
+	if err != nil {
+		return fmt.Errorf("api_users: reading roles from the store: %w", err)
+	}
+	v, err := a.buildView(orgs, products, roles)
+	if err != nil {
+		return err
+	}
+	a.view.Store(v)
+	return nil
+}
+
+// Start runs the loops that follow the store's change log and write
+// last-used times.
+func (a *App) Start() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stop = cancel
+	a.wg.Add(2)
+	go func() {
+		defer a.wg.Done()
+		a.followChanges(ctx)
+	}()
+	go func() {
+		defer a.wg.Done()
+		a.flushLastUsedLoop(ctx)
+	}()
+	return nil
+}
+
+// Stop ends the loops and writes the last-used times still pending.
+func (a *App) Stop() error {
+	if a.stop != nil {
+		a.stop()
+	}
+	a.wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a.flushLastUsed(ctx)
+	return nil
+}
+
+// Cleanup releases the cache and the store, so a config reload leaks
+// neither.
+func (a *App) Cleanup() error {
+	if a.cache != nil {
+		a.cache.close()
+	}
+	if a.store != nil {
+		return a.store.Close()
+	}
+	return nil
+}
+
+// followChanges polls the store's change log and drops the cache entries a
+// change affects. Changes made in this process are applied at once by the
+// code that made them; this loop catches the others.
+func (a *App) followChanges(ctx context.Context) {
+	t := time.NewTicker(time.Duration(a.SyncInterval))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := a.syncChanges(ctx); err != nil && ctx.Err() == nil {
+				a.logger.Error("following the store's change log", zap.Error(err))
+			}
+		}
+	}
+}
+
+// syncChanges applies every change recorded after the last one seen.
+func (a *App) syncChanges(ctx context.Context) error {
+	for {
+		after := a.lastSeq.Load()
+		changes, err := a.store.Changes(ctx, after, 1000)
+		if err != nil {
+			return err
+		}
+		if len(changes) == 0 {
+			return nil
+		}
+		catalogChanged := false
+		for _, c := range changes {
+			switch c.Kind {
+			case store.ChangeUser:
+				a.cache.invalidateUser(c.Key)
+			default:
+				catalogChanged = true
+			}
+		}
+		if catalogChanged {
+			if err := a.reloadView(ctx); err != nil {
+				return err
+			}
+			a.cache.invalidateAll()
+		}
+		a.lastSeq.CompareAndSwap(after, changes[len(changes)-1].Seq)
+		if len(changes) < 1000 {
+			return nil
+		}
+	}
+}
+
+// flushLastUsedLoop writes last-used times every LastUsedInterval.
+func (a *App) flushLastUsedLoop(ctx context.Context) {
+	t := time.NewTicker(time.Duration(a.LastUsedInterval))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.flushLastUsed(ctx)
+		}
+	}
+}
+
+func (a *App) flushLastUsed(ctx context.Context) {
+	pending := a.touches.take()
+	if len(pending) == 0 {
+		return
+	}
+	if err := a.store.TouchUsers(ctx, pending); err != nil {
+		a.logger.Error("writing last-used times", zap.Int("users", len(pending)), zap.Error(err))
+		a.touches.putBack(pending)
+	}
+}
+
+// principal returns the compiled user for an ID, from the cache or the
+// store. A nil principal with a nil error means no such user.
+func (a *App) principal(ctx context.Context, id string) (*cachedUser, error) {
+	return a.cache.user(id, func() (*policy.Principal, error) {
+		u, err := a.store.GetUser(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		return policy.Compile(u, a.view.Load().roles), nil
+	})
+}
+
+// principalByToken returns the compiled user that holds the token with
+// hash h, or nil when no user does.
+func (a *App) principalByToken(ctx context.Context, h policy.Hash) (*cachedUser, error) {
+	id, err := a.cache.tokenOwner(h, func() (string, error) {
+		id, err := a.store.UserIDByTokenHash(ctx, h)
+		if errors.Is(err, store.ErrNotFound) {
+			return "", nil
+		}
+		return id, err
+	})
+	if err != nil || id == "" {
+		return nil, err
+	}
+	cu, err := a.principal(ctx, id)
+	if err != nil || cu == nil || cu.p == nil {
+		return nil, err
+	}
+	if !policy.VerifyToken(cu.p.User, h) {
+		// The token was replaced: the owner exists but no longer holds it.
+		a.cache.forgetToken(h)
+		return nil, nil
+	}
+	return cu, nil
+}
+
+// Interface guards.
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)

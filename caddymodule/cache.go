@@ -1,0 +1,160 @@
+package caddymodule
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/apiusers/caddy-api-users/policy"
+)
+
+// principalCache keeps compiled users in memory so the hot path does no
+// I/O for active users. It is bounded (ristretto evicts by frequency), it
+// remembers unknown tokens and user IDs for a short while so invalid
+// credentials cannot hammer the store, and it collapses concurrent misses
+// for one key into one store read.
+//
+// The one hard problem is a fill racing an invalidation: a request reads a
+// user from the store, the user is revoked and its entry dropped, and then
+// the request stores the stale copy it read. Every invalidation therefore
+// bumps a generation under a lock, and a fill stores its result only if the
+// generation is unchanged since before it read the store.
+type principalCache struct {
+	users  *ristretto.Cache[string, *cachedUser]
+	tokens *ristretto.Cache[uint64, string]
+	group  singleflight.Group
+
+	mu    sync.RWMutex  // held for writing while invalidating, for reading while filling
+	gen   atomic.Uint64 // bumped by every invalidation
+	epoch atomic.Uint64 // bumped by invalidateAll; older entries are misses
+
+	ttl, negativeTTL time.Duration
+}
+
+// cachedUser is a cache entry: the compiled user (nil for an unknown ID)
+// and the last time this process saw it make a request.
+type cachedUser struct {
+	p        *policy.Principal
+	epoch    uint64
+	lastUsed atomic.Int64 // unix nanoseconds
+	queuedAt atomic.Int64 // when lastUsed was last queued for the store
+}
+
+func newPrincipalCache(cfg CacheConfig) (*principalCache, error) {
+	users, err := ristretto.NewCache(&ristretto.Config[string, *cachedUser]{
+		NumCounters: cfg.MaxUsers * 10,
+		MaxCost:     cfg.MaxUsers,
+		BufferItems: 64,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("api_users: creating the user cache: %w", err)
+	}
+	tokens, err := ristretto.NewCache(&ristretto.Config[uint64, string]{
+		NumCounters: cfg.MaxUsers * 10,
+		MaxCost:     cfg.MaxUsers,
+		BufferItems: 64,
+	})
+	if err != nil {
+		users.Close()
+		return nil, fmt.Errorf("api_users: creating the token cache: %w", err)
+	}
+	return &principalCache{
+		users:       users,
+		tokens:      tokens,
+		ttl:         time.Duration(cfg.TTL),
+		negativeTTL: time.Duration(cfg.NegativeTTL),
+	}, nil
+}
+
+// user returns the entry for a user ID, loading it on a miss. The entry's
+// principal is nil when the store has no such user.
+func (c *principalCache) user(id string, load func() (*policy.Principal, error)) (*cachedUser, error) {
+	if cu, ok := c.users.Get(id); ok && cu.epoch == c.epoch.Load() {
+		return cu, nil
+	}
+	v, err, _ := c.group.Do("u\x00"+id, func() (any, error) {
+		gen, epoch := c.gen.Load(), c.epoch.Load()
+		p, err := load()
+		if err != nil {
+			return nil, err
+		}
+		cu := &cachedUser{p: p, epoch: epoch}
+		ttl := c.ttl
+		if p == nil {
+			ttl = c.negativeTTL
+		}
+		c.mu.RLock()
+		if c.gen.Load() == gen {
+			c.users.SetWithTTL(id, cu, 1, ttl)
+		}
+		c.mu.RUnlock()
+		return cu, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*cachedUser), nil
+}
+
+// tokenKey is the cache key of a token: the first 8 bytes of its SHA-256.
+// The full hash is always compared against the user's before it counts.
+func tokenKey(h policy.Hash) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
+
+// tokenOwner returns the ID of the user a token was issued to, or "" if
+// none. A token belongs to one user forever (a replaced token is dead, not
+// reassigned), so positive entries never go stale in a harmful way: the
+// caller still checks the user's current token hash.
+func (c *principalCache) tokenOwner(h policy.Hash, load func() (string, error)) (string, error) {
+	k := tokenKey(h)
+	if id, ok := c.tokens.Get(k); ok {
+		return id, nil
+	}
+	v, err, _ := c.group.Do(string(h[:]), func() (any, error) {
+		id, err := load()
+		if err != nil {
+			return "", err
+		}
+		ttl := c.ttl
+		if id == "" {
+			ttl = c.negativeTTL
+		}
+		c.tokens.SetWithTTL(k, id, 1, ttl)
+		return id, nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return v.(string), nil
+}
+
+// forgetToken marks a token as unknown, after its owner replaced it.
+func (c *principalCache) forgetToken(h policy.Hash) {
+	c.tokens.SetWithTTL(tokenKey(h), "", 1, c.negativeTTL)
+}
+
+// invalidateUser drops a user's entry, so the next request reads the store.
+func (c *principalCache) invalidateUser(id string) {
+	c.mu.Lock()
+	c.gen.Add(1)
+	c.users.Del(id)
+	c.mu.Unlock()
+}
+
+// invalidateAll drops every user entry, after a change to roles or the
+// catalog that may change any user's effective rights.
+func (c *principalCache) invalidateAll() {
+	c.mu.Lock()
+	c.gen.Add(1)
+	c.epoch.Add(1)
+	c.mu.Unlock()
+}
+
+func (c *principalCache) close() {
+	c.users.Close()
+	c.tokens.Close()
+}

@@ -1,0 +1,291 @@
+package caddymodule
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/apiusers/caddy-api-users/policy"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("api_users", parseGlobalOption)
+	httpcaddyfile.RegisterHandlerDirective("api_users", parseGatewayDirective)
+	// Authentication comes before anything that routes or responds, like
+	// Caddy's own basic_auth, so `api_users` then `reverse_proxy` in a site
+	// block works without a global `order` line.
+	httpcaddyfile.RegisterDirectiveOrder("api_users", httpcaddyfile.Before, "basic_auth")
+}
+
+// parseGlobalOption sets up the api_users app from the global option:
+//
+//	api_users {
+//		store sqlite [<path>]
+//		cache {
+//			max_users    <n>
+//			ttl          <duration>
+//			negative_ttl <duration>
+//		}
+//		sync_interval      <duration>
+//		last_used_interval <duration>
+//		org <id> [<slug>] {
+//			product <id> <slug>
+//		}
+//		role <name> <scope...>
+//		endpoint <name> <METHOD[,METHOD...]> <path template> <scope>
+//	}
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	if existing != nil {
+		return nil, d.Err("the api_users global option is given twice: merge them into one block")
+	}
+	var app App
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "api_users", Value: caddyconfig.JSON(&app, nil)}, nil
+}
+
+// UnmarshalCaddyfile sets up the app from Caddyfile tokens. Every value is
+// checked here, so a mistake fails at load with its line and the fix.
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the option's name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "store":
+			args := d.RemainingArgs()
+			if len(args) == 0 || len(args) > 2 {
+				return d.Errf("store takes a driver and an optional path, such as: store sqlite /var/lib/caddy/api_users.db")
+			}
+			if args[0] != "sqlite" {
+				return d.Errf("unknown store driver %q: use sqlite", args[0])
+			}
+			a.Store.Driver = args[0]
+			if len(args) == 2 {
+				a.Store.Path = args[1]
+			}
+		case "cache":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				switch d.Val() {
+				case "max_users":
+					var s string
+					if !d.AllArgs(&s) {
+						return d.ArgErr()
+					}
+					n, err := strconv.ParseInt(s, 10, 64)
+					if err != nil || n <= 0 {
+						return d.Errf("max_users %q: give a positive whole number, such as 100000", s)
+					}
+					a.Cache.MaxUsers = n
+				case "ttl":
+					dur, err := parsePositiveDuration(d)
+					if err != nil {
+						return err
+					}
+					a.Cache.TTL = dur
+				case "negative_ttl":
+					dur, err := parsePositiveDuration(d)
+					if err != nil {
+						return err
+					}
+					a.Cache.NegativeTTL = dur
+				default:
+					return d.Errf("unknown cache setting %q: use max_users, ttl or negative_ttl", d.Val())
+				}
+			}
+		case "sync_interval":
+			dur, err := parsePositiveDuration(d)
+			if err != nil {
+				return err
+			}
+			a.SyncInterval = dur
+		case "last_used_interval":
+			dur, err := parsePositiveDuration(d)
+			if err != nil {
+				return err
+			}
+			a.LastUsedInterval = dur
+		case "org":
+			args := d.RemainingArgs()
+			if len(args) == 0 || len(args) > 2 {
+				return d.Errf("org takes an ID and an optional slug, such as: org acme { product 1337 my-product-v1 }")
+			}
+			org := OrgConfig{ID: args[0]}
+			if len(args) == 2 {
+				org.Slug = args[1]
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				if d.Val() != "product" {
+					return d.Errf("unknown setting %q in org %s: use product <id> <slug>", d.Val(), org.ID)
+				}
+				var idStr, slug string
+				if !d.AllArgs(&idStr, &slug) {
+					return d.Errf("product takes a numeric ID and a slug, such as: product 1337 my-product-v1")
+				}
+				id, err := strconv.ParseInt(idStr, 10, 64)
+				if err != nil || id <= 0 {
+					return d.Errf("product ID %q: give a positive number, such as 1337", idStr)
+				}
+				org.Products = append(org.Products, ProductConfig{ID: id, Slug: slug})
+			}
+			a.Orgs = append(a.Orgs, org)
+			if _, err := policy.NewTenancy(a.tenancyConfig()); err != nil {
+				return d.Errf("%v", err)
+			}
+		case "role":
+			args := d.RemainingArgs()
+			if len(args) < 2 {
+				return d.Errf("role takes a name and one or more scopes, such as: role device-reader devices:list devices:get")
+			}
+			if !validRoleName(args[0]) {
+				return d.Errf("role name %q: use lowercase letters, digits, '-' and '_', starting with a letter", args[0])
+			}
+			for _, r := range a.Roles {
+				if r.Name == args[0] {
+					return d.Errf("role %q is defined twice: give each role one definition", args[0])
+				}
+			}
+			if _, err := policy.ParseScopes(args[1:]); err != nil {
+				return d.Errf("role %s: %v", args[0], err)
+			}
+			a.Roles = append(a.Roles, RoleConfig{Name: args[0], Scopes: args[1:]})
+		case "endpoint":
+			var name, methods, path, scope string
+			if !d.AllArgs(&name, &methods, &path, &scope) {
+				return d.Errf("endpoint takes a name, methods, a path template and a scope, such as: endpoint list-devices GET /v1/products/{product}/devices devices:list")
+			}
+			if err := policy.ParseTemplate(path); err != nil {
+				return d.Errf("endpoint %s: %v", name, err)
+			}
+			if _, err := policy.ParseScope(scope); err != nil {
+				return d.Errf("endpoint %s: %v", name, err)
+			}
+			ep := EndpointConfig{Name: name, Methods: strings.Split(methods, ","), Path: path, Scope: scope}
+			a.Endpoints = append(a.Endpoints, ep)
+			if _, err := policy.NewCatalog(a.policyEndpoints()); err != nil {
+				return d.Errf("%v", err)
+			}
+		default:
+			return d.Errf("unknown api_users setting %q: use store, cache, sync_interval, last_used_interval, org, role or endpoint", d.Val())
+		}
+	}
+	return nil
+}
+
+// parsePositiveDuration reads one duration argument, such as 500ms or 5m.
+func parsePositiveDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	name := d.Val()
+	var s string
+	if !d.AllArgs(&s) {
+		return 0, d.ArgErr()
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil || dur <= 0 {
+		return 0, d.Errf("%s %q: give a positive duration, such as 500ms, 30s or 5m", name, s)
+	}
+	return caddy.Duration(dur), nil
+}
+
+func (a *App) policyEndpoints() []policy.Endpoint {
+	eps := make([]policy.Endpoint, 0, len(a.Endpoints))
+	for _, e := range a.Endpoints {
+		eps = append(eps, policy.Endpoint{Name: e.Name, Methods: e.Methods, Path: e.Path, Scope: policy.Scope(e.Scope)})
+	}
+	return eps
+}
+
+func (a *App) tenancyConfig() ([]policy.Org, []policy.Product) {
+	var orgs []policy.Org
+	var products []policy.Product
+	for _, o := range a.Orgs {
+		orgs = append(orgs, policy.Org{ID: o.ID, Slug: o.Slug})
+		for _, p := range o.Products {
+			products = append(products, policy.Product{ID: p.ID, Slug: p.Slug, Org: o.ID})
+		}
+	}
+	return orgs, products
+}
+
+// parseGatewayDirective sets up the gateway handler:
+//
+//	api_users {
+//		proxied_user_header <name>
+//		lockout <failures> <window> | off
+//	}
+func parseGatewayDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var g Gateway
+	if err := g.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return &g, nil
+}
+
+// UnmarshalCaddyfile sets up the gateway handler from Caddyfile tokens.
+func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive's name
+	if d.NextArg() {
+		return d.Errf("api_users takes no arguments here; the users, catalog and store are set in the api_users global option")
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "proxied_user_header":
+			if !d.AllArgs(&g.ProxiedUserHeader) {
+				return d.ArgErr()
+			}
+			if !validHeaderName(g.ProxiedUserHeader) {
+				return d.Errf("proxied_user_header %q is not a valid header name: use letters, digits and '-', such as X-Proxied-User", g.ProxiedUserHeader)
+			}
+		case "lockout":
+			args := d.RemainingArgs()
+			if len(args) == 1 && args[0] == "off" {
+				g.LockoutThreshold = -1
+				continue
+			}
+			if len(args) != 2 {
+				return d.Errf("lockout takes a number of failures and a window, such as: lockout 10 5m (or: lockout off)")
+			}
+			n, err := strconv.Atoi(args[0])
+			if err != nil || n <= 0 {
+				return d.Errf("lockout failures %q: give a positive whole number, such as 10", args[0])
+			}
+			dur, err := caddy.ParseDuration(args[1])
+			if err != nil || dur <= 0 {
+				return d.Errf("lockout window %q: give a positive duration, such as 5m", args[1])
+			}
+			g.LockoutThreshold, g.LockoutWindow = n, caddy.Duration(dur)
+		default:
+			return d.Errf("unknown api_users setting %q: use proxied_user_header or lockout (users, endpoints and the store go in the api_users global option)", d.Val())
+		}
+	}
+	return nil
+}
+
+// validRoleName is the syntax of role names.
+func validRoleName(s string) bool {
+	if s == "" || len(s) > 64 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Interface guards.
+var (
+	_ caddyfile.Unmarshaler = (*App)(nil)
+	_ caddyfile.Unmarshaler = (*Gateway)(nil)
+)

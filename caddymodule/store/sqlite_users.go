@@ -1,0 +1,505 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/apiusers/caddy-api-users/policy"
+)
+
+// userFields are the users columns after id, in the order userArgs gives
+// their values.
+var userFields = []string{
+	"org", "product", "friendly_name", "description",
+	"scopes", "roles", "allowed_endpoints",
+	"allow_proxied_users", "allowed_proxied_users", "resource_constraints",
+	"retired", "expires_at", "idle_timeout_ns",
+	"created_at", "updated_at", "last_used_at", "version",
+	"token_hash", "token_id", "secret_hash",
+}
+
+var (
+	userColumns   = "id, " + strings.Join(userFields, ", ")
+	insertUserSQL = "INSERT INTO users (" + userColumns + ") VALUES (?" + strings.Repeat(", ?", len(userFields)) + ")"
+	updateUserSQL = "UPDATE users SET " + strings.Join(userFields, " = ?, ") + " = ? WHERE id = ? AND version = ?"
+	keyColumns    = "k.user_id, k.id, k.hash, k.created_at, k.expires_at"
+)
+
+// userArgs encodes u's fields in userFields order.
+func userArgs(u *policy.APIUser) ([]any, error) {
+	var e encoder
+	args := []any{
+		u.Org, u.Product, u.FriendlyName, u.Description,
+		encodeList(&e, "scopes", u.Scopes),
+		encodeList(&e, "roles", u.Roles),
+		encodeList(&e, "allowed endpoints", u.AllowedEndpoints),
+		boolInt(u.AllowProxiedUsers),
+		encodeList(&e, "allowed proxied users", u.AllowedProxiedUsers),
+		encodeConstraints(&e, u.ResourceConstraints),
+		boolInt(u.Retired),
+		e.time("expiry", u.ExpiresAt),
+		int64(u.IdleTimeout),
+		e.time("creation time", u.CreatedAt),
+		e.time("update time", u.UpdatedAt),
+		e.time("last-used time", u.LastUsedAt),
+		u.Version,
+		e.hash(u.TokenHash),
+		u.TokenID,
+		e.hash(u.SecretHash),
+	}
+	if e.err != nil {
+		return nil, fmt.Errorf("API user %q: %w", u.ID, e.err)
+	}
+	return args, nil
+}
+
+// rowScanner is what *sql.Row and *sql.Rows have in common.
+type rowScanner interface{ Scan(dest ...any) error }
+
+// scanUser reads one row of userColumns, without keys.
+func scanUser(row rowScanner) (*policy.APIUser, error) {
+	var (
+		u                                              policy.APIUser
+		scopes, roles, endpoints, proxied, constraints string
+		expires, created, updated, lastUsed            sql.NullInt64
+		idle                                           int64
+		tokenHash, secretHash                          []byte
+	)
+	if err := row.Scan(&u.ID, &u.Org, &u.Product, &u.FriendlyName, &u.Description,
+		&scopes, &roles, &endpoints, &u.AllowProxiedUsers, &proxied, &constraints,
+		&u.Retired, &expires, &idle, &created, &updated, &lastUsed, &u.Version,
+		&tokenHash, &u.TokenID, &secretHash); err != nil {
+		return nil, err
+	}
+	u.ExpiresAt = decodeTime(expires)
+	u.IdleTimeout = time.Duration(idle)
+	u.CreatedAt = decodeTime(created)
+	u.UpdatedAt = decodeTime(updated)
+	u.LastUsedAt = decodeTime(lastUsed)
+
+	what := func(field string) string { return fmt.Sprintf("the %s of API user %q", field, u.ID) }
+	var err error
+	if u.Scopes, err = decodeList[policy.Scope](what("scopes"), scopes); err != nil {
+		return nil, err
+	}
+	if u.Roles, err = decodeList[string](what("roles"), roles); err != nil {
+		return nil, err
+	}
+	if u.AllowedEndpoints, err = decodeList[string](what("allowed endpoints"), endpoints); err != nil {
+		return nil, err
+	}
+	if u.AllowedProxiedUsers, err = decodeList[string](what("allowed proxied users"), proxied); err != nil {
+		return nil, err
+	}
+	if u.ResourceConstraints, err = decodeConstraints(what("resource constraints"), constraints); err != nil {
+		return nil, err
+	}
+	if u.TokenHash, err = decodeHash(what("token hash"), tokenHash); err != nil {
+		return nil, err
+	}
+	if u.SecretHash, err = decodeHash(what("secret hash"), secretHash); err != nil {
+		return nil, err
+	}
+	return &u, nil
+}
+
+// loadKeys reads the keys of the users that from (a FROM ... WHERE clause
+// over keys k) selects, in each user's order, keyed by user ID.
+func loadKeys(ctx context.Context, q querier, from string, args ...any) (map[string][]policy.Key, error) {
+	rows, err := q.QueryContext(ctx, "SELECT "+keyColumns+" "+from+" ORDER BY k.user_id, k.pos", args...)
+	if err != nil {
+		return nil, fmt.Errorf("reading keys: %w", err)
+	}
+	defer rows.Close()
+	keys := make(map[string][]policy.Key)
+	for rows.Next() {
+		var (
+			userID           string
+			k                policy.Key
+			hash             []byte
+			created, expires sql.NullInt64
+		)
+		if err := rows.Scan(&userID, &k.ID, &hash, &created, &expires); err != nil {
+			return nil, fmt.Errorf("reading keys: %w", err)
+		}
+		if k.Hash, err = decodeHash(fmt.Sprintf("key %q of API user %q", k.ID, userID), hash); err != nil {
+			return nil, err
+		}
+		k.CreatedAt = decodeTime(created)
+		k.ExpiresAt = decodeTime(expires)
+		keys[userID] = append(keys[userID], k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading keys: %w", err)
+	}
+	return keys, nil
+}
+
+// getUser reads one user with its keys.
+func getUser(ctx context.Context, q querier, id string) (*policy.APIUser, error) {
+	u, err := scanUser(q.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users WHERE id = ?", id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("API user %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading API user %q: %w", id, err)
+	}
+	keys, err := loadKeys(ctx, q, "FROM keys k WHERE k.user_id = ?", id)
+	if err != nil {
+		return nil, fmt.Errorf("reading API user %q: %w", id, err)
+	}
+	u.Keys = keys[id]
+	return u, nil
+}
+
+// validateUser checks what the schema cannot express, or would report
+// less clearly.
+func validateUser(u *policy.APIUser) error {
+	switch {
+	case u.ID == "":
+		return errors.New("an API user needs an ID")
+	case u.Org == "":
+		return fmt.Errorf("API user %q needs an org", u.ID)
+	case u.Product < 0:
+		return fmt.Errorf("API user %q: product ID %d is negative; use 0 for an org-level user", u.ID, u.Product)
+	case u.IdleTimeout < 0:
+		return fmt.Errorf("API user %q: idle timeout %s is negative; use 0 for none", u.ID, u.IdleTimeout)
+	}
+	seen := make(map[string]bool, len(u.Keys))
+	for i, k := range u.Keys {
+		if k.ID == "" {
+			return fmt.Errorf("API user %q: key %d has no ID", u.ID, i+1)
+		}
+		if seen[k.ID] {
+			return fmt.Errorf("API user %q lists key %q twice", u.ID, k.ID)
+		}
+		seen[k.ID] = true
+	}
+	return nil
+}
+
+// checkTenancy makes sure u's org exists and its product, if any, is one
+// of that org's: a user whose product belongs to another org could reach
+// that org's data.
+func checkTenancy(ctx context.Context, tx *sql.Tx, u *policy.APIUser) error {
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM orgs WHERE id = ?`, u.Org).Scan(&n); err != nil {
+		return fmt.Errorf("API user %q: reading its org: %w", u.ID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("API user %q: org %q: %w (create the org first)", u.ID, u.Org, ErrNotFound)
+	}
+	if u.Product == 0 {
+		return nil
+	}
+	var org string
+	err := tx.QueryRowContext(ctx, `SELECT org FROM products WHERE id = ?`, u.Product).Scan(&org)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("API user %q: product %d: %w (create the product first)", u.ID, u.Product, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("API user %q: reading its product: %w", u.ID, err)
+	}
+	if org != u.Org {
+		return fmt.Errorf("API user %q: product %d belongs to org %q, not %q: %w", u.ID, u.Product, org, u.Org, ErrNotFound)
+	}
+	return nil
+}
+
+// writeKeys replaces a user's keys with keys, in their order.
+func writeKeys(ctx context.Context, tx *sql.Tx, userID string, keys []policy.Key) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM keys WHERE user_id = ?`, userID); err != nil {
+		return fmt.Errorf("API user %q: replacing its keys: %w", userID, err)
+	}
+	for i, k := range keys {
+		var e encoder
+		args := []any{k.ID, userID, i, e.hash(k.Hash), e.time("key creation time", k.CreatedAt), e.time("key expiry", k.ExpiresAt)}
+		if e.err != nil {
+			return fmt.Errorf("API user %q, key %q: %w", userID, k.ID, e.err)
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO keys (id, user_id, pos, hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)`, args...)
+		if isUniqueViolation(err) {
+			return fmt.Errorf("API user %q: key ID %q is another user's: %w", userID, k.ID, ErrExists)
+		}
+		if err != nil {
+			return fmt.Errorf("API user %q: writing key %q: %w", userID, k.ID, err)
+		}
+	}
+	return nil
+}
+
+// userConflict explains a UNIQUE violation on the users table.
+func userConflict(u *policy.APIUser, err error) error {
+	if strings.Contains(err.Error(), "users.token_hash") {
+		return fmt.Errorf("API user %q: its access token hash is another user's: %w", u.ID, ErrExists)
+	}
+	return fmt.Errorf("API user %q: %w", u.ID, ErrExists)
+}
+
+// CreateUser implements Store.
+func (s *SQLite) CreateUser(ctx context.Context, u *policy.APIUser) error {
+	if u == nil {
+		return errors.New("creating an API user: no user given")
+	}
+	if err := validateUser(u); err != nil {
+		return err
+	}
+	c := *u
+	c.Version = 1
+	if c.CreatedAt.IsZero() {
+		c.CreatedAt = s.now()
+	}
+	if c.UpdatedAt.IsZero() {
+		c.UpdatedAt = c.CreatedAt
+	}
+	args, err := userArgs(&c)
+	if err != nil {
+		return err
+	}
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM users WHERE id = ?`, c.ID).Scan(&n); err != nil {
+			return fmt.Errorf("creating API user %q: %w", c.ID, err)
+		}
+		if n > 0 {
+			return fmt.Errorf("API user %q: %w", c.ID, ErrExists)
+		}
+		if err := checkTenancy(ctx, tx, &c); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, insertUserSQL, append([]any{c.ID}, args...)...)
+		if isUniqueViolation(err) {
+			return userConflict(&c, err)
+		}
+		if err != nil {
+			return fmt.Errorf("creating API user %q: %w", c.ID, err)
+		}
+		if err := writeKeys(ctx, tx, c.ID, c.Keys); err != nil {
+			return err
+		}
+		return s.appendChange(ctx, tx, ChangeUser, c.ID)
+	})
+	if err != nil {
+		return err
+	}
+	u.Version, u.CreatedAt, u.UpdatedAt = c.Version, c.CreatedAt, c.UpdatedAt
+	return nil
+}
+
+// GetUser implements Store.
+func (s *SQLite) GetUser(ctx context.Context, id string) (*policy.APIUser, error) {
+	var u *policy.APIUser
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		var err error
+		u, err = getUser(ctx, tx, id)
+		return err
+	})
+	return u, err
+}
+
+// UserIDByTokenHash implements Store. The zero hash, which users without a
+// token have, matches nobody.
+func (s *SQLite) UserIDByTokenHash(ctx context.Context, h policy.Hash) (string, error) {
+	if h.IsZero() {
+		return "", fmt.Errorf("access token: %w", ErrNotFound)
+	}
+	var id string
+	err := s.reader.QueryRowContext(ctx, `SELECT id FROM users WHERE token_hash = ?`, h[:]).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("access token: %w", ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("looking up an access token: %w", err)
+	}
+	return id, nil
+}
+
+// ListUsers implements Store.
+func (s *SQLite) ListUsers(ctx context.Context, f UserFilter) ([]*policy.APIUser, error) {
+	if f.Limit < 0 {
+		return nil, fmt.Errorf("listing API users: negative limit %d", f.Limit)
+	}
+	if f.ProductSet && f.Product < 0 {
+		return nil, fmt.Errorf("listing API users: negative product ID %d", f.Product)
+	}
+	var conds []string
+	var args []any
+	if f.Org != "" {
+		conds = append(conds, "org = ?")
+		args = append(args, f.Org)
+	}
+	if f.ProductSet {
+		conds = append(conds, "product = ?")
+		args = append(args, f.Product)
+	}
+	if f.After != "" {
+		conds = append(conds, "id > ?")
+		args = append(args, f.After)
+	}
+	selection := "FROM users"
+	if len(conds) > 0 {
+		selection += " WHERE " + strings.Join(conds, " AND ")
+	}
+	selection += " ORDER BY id"
+	if f.Limit > 0 {
+		selection += " LIMIT ?"
+		args = append(args, f.Limit)
+	}
+
+	var users []*policy.APIUser
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, "SELECT "+userColumns+" "+selection, args...)
+		if err != nil {
+			return fmt.Errorf("listing API users: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			u, err := scanUser(rows)
+			if err != nil {
+				return fmt.Errorf("listing API users: %w", err)
+			}
+			users = append(users, u)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("listing API users: %w", err)
+		}
+		if len(users) == 0 {
+			return nil
+		}
+		keys, err := loadKeys(ctx, tx, "FROM keys k WHERE k.user_id IN (SELECT id "+selection+")", args...)
+		if err != nil {
+			return fmt.Errorf("listing API users: %w", err)
+		}
+		for _, u := range users {
+			u.Keys = keys[u.ID]
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return users, nil
+}
+
+// CountUsers implements Store.
+func (s *SQLite) CountUsers(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.reader.QueryRowContext(ctx, `SELECT count(*) FROM users`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting API users: %w", err)
+	}
+	return n, nil
+}
+
+// UpdateUser implements Store.
+func (s *SQLite) UpdateUser(ctx context.Context, id string, fn func(u *policy.APIUser) error) (*policy.APIUser, error) {
+	var stored *policy.APIUser
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		// The write transaction began with BEGIN IMMEDIATE, so nobody can
+		// change the user between this read and the write below.
+		u, err := getUser(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		read := u.Version
+		if err := fn(u); err != nil {
+			return err
+		}
+		if u.ID != id {
+			return fmt.Errorf("API user %q: its ID cannot change (to %q); create a new user and delete this one instead", id, u.ID)
+		}
+		if err := validateUser(u); err != nil {
+			return err
+		}
+		if err := checkTenancy(ctx, tx, u); err != nil {
+			return err
+		}
+		u.Version = read + 1
+		u.UpdatedAt = s.now()
+		args, err := userArgs(u)
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, updateUserSQL, append(args, id, read)...)
+		if isUniqueViolation(err) {
+			return userConflict(u, err)
+		}
+		if err != nil {
+			return fmt.Errorf("updating API user %q: %w", id, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("updating API user %q: %w", id, err)
+		} else if n != 1 {
+			return fmt.Errorf("API user %q changed while it was being updated: %w", id, ErrConflict)
+		}
+		if err := writeKeys(ctx, tx, id, u.Keys); err != nil {
+			return err
+		}
+		if err := s.appendChange(ctx, tx, ChangeUser, id); err != nil {
+			return err
+		}
+		stored, err = getUser(ctx, tx, id)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return stored, nil
+}
+
+// DeleteUser implements Store.
+func (s *SQLite) DeleteUser(ctx context.Context, id string) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		// Keys go by ON DELETE CASCADE too; deleting them here keeps that
+		// true even on a connection where foreign keys were left off.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM keys WHERE user_id = ?`, id); err != nil {
+			return fmt.Errorf("deleting the keys of API user %q: %w", id, err)
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM users WHERE id = ?`, id)
+		if err != nil {
+			return fmt.Errorf("deleting API user %q: %w", id, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("deleting API user %q: %w", id, err)
+		} else if n == 0 {
+			return fmt.Errorf("API user %q: %w", id, ErrNotFound)
+		}
+		return s.appendChange(ctx, tx, ChangeUser, id)
+	})
+}
+
+// TouchUsers implements Store.
+func (s *SQLite) TouchUsers(ctx context.Context, lastUsed map[string]time.Time) error {
+	ids := make([]string, 0, len(lastUsed))
+	for id, t := range lastUsed {
+		if !t.IsZero() {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	slices.Sort(ids) // a deterministic order, so a failure is reproducible
+	return s.write(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, `UPDATE users SET last_used_at = ?1 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)`)
+		if err != nil {
+			return fmt.Errorf("recording last-used times: %w", err)
+		}
+		defer stmt.Close()
+		for _, id := range ids {
+			var e encoder
+			at := e.time("last-used time", lastUsed[id])
+			if e.err != nil {
+				return fmt.Errorf("API user %q: %w", id, e.err)
+			}
+			if _, err := stmt.ExecContext(ctx, at, id); err != nil {
+				return fmt.Errorf("recording the last-used time of API user %q: %w", id, err)
+			}
+		}
+		return nil
+	})
+}

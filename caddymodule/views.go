@@ -1,0 +1,127 @@
+package caddymodule
+
+import (
+	"time"
+
+	"github.com/apiusers/caddy-api-users/policy"
+)
+
+// UserView is an API user as the management API and the CLI show it, with
+// the spec's field names. It never carries a credential value: only the
+// public IDs of the user's keys and token.
+type UserView struct {
+	Username            string              `json:"username"`
+	IsProgrammatic      bool                `json:"is_programmatic"`
+	FriendlyName        string              `json:"friendly_name"`
+	Description         string              `json:"description"`
+	Org                 string              `json:"org"`
+	Product             *int64              `json:"product"`
+	Scopes              []string            `json:"scopes"`
+	Roles               []string            `json:"roles"`
+	AllowedEndpoints    []string            `json:"allowed_endpoints"`
+	AllowProxiedUsers   bool                `json:"allow_proxied_users"`
+	AllowedProxiedUsers []string            `json:"allowed_proxied_users"`
+	ResourceConstraints map[string][]string `json:"resource_constraints"`
+	Retired             bool                `json:"retired"`
+	ExpiresAt           *time.Time          `json:"expires_at"`
+	IdleTimeout         string              `json:"idle_timeout"`
+	CreatedAt           time.Time           `json:"created_at"`
+	UpdatedAt           time.Time           `json:"updated_at"`
+	LastUsedAt          *time.Time          `json:"last_used_at"`
+	TokenID             string              `json:"token_id"`
+	Keys                []KeyView           `json:"keys"`
+}
+
+// KeyView is a key's public part.
+type KeyView struct {
+	ID        string     `json:"id"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+}
+
+// CreatedView is a created user plus its credentials, shown this once.
+type CreatedView struct {
+	UserView
+	Tokens []TokenView `json:"tokens"`
+	Secret string      `json:"secret"`
+	Keys   []IssuedKey `json:"keys"`
+}
+
+// TokenView is an issued access token.
+type TokenView struct {
+	Token string `json:"token"`
+}
+
+// IssuedKey is an issued key, with its value.
+type IssuedKey struct {
+	ID    string `json:"id"`
+	Value string `json:"value"`
+}
+
+func viewOf(u *policy.APIUser) UserView {
+	v := UserView{
+		Username:            u.ID,
+		IsProgrammatic:      true,
+		FriendlyName:        u.FriendlyName,
+		Description:         u.Description,
+		Org:                 u.Org,
+		Scopes:              make([]string, 0, len(u.Scopes)),
+		Roles:               nonNil(u.Roles),
+		AllowedEndpoints:    nonNil(u.AllowedEndpoints),
+		AllowProxiedUsers:   u.AllowProxiedUsers,
+		AllowedProxiedUsers: nonNil(u.AllowedProxiedUsers),
+		ResourceConstraints: u.ResourceConstraints,
+		Retired:             u.Retired,
+		CreatedAt:           u.CreatedAt,
+		UpdatedAt:           u.UpdatedAt,
+		TokenID:             u.TokenID,
+		Keys:                make([]KeyView, 0, len(u.Keys)),
+	}
+	if v.ResourceConstraints == nil {
+		v.ResourceConstraints = map[string][]string{}
+	}
+	if u.Product != 0 {
+		p := u.Product
+		v.Product = &p
+	}
+	for _, s := range u.Scopes {
+		v.Scopes = append(v.Scopes, string(s))
+	}
+	if !u.ExpiresAt.IsZero() {
+		t := u.ExpiresAt
+		v.ExpiresAt = &t
+	}
+	if u.IdleTimeout != 0 {
+		v.IdleTimeout = u.IdleTimeout.String()
+	}
+	if !u.LastUsedAt.IsZero() {
+		t := u.LastUsedAt
+		v.LastUsedAt = &t
+	}
+	for _, k := range u.Keys {
+		kv := KeyView{ID: k.ID, CreatedAt: k.CreatedAt}
+		if !k.ExpiresAt.IsZero() {
+			t := k.ExpiresAt
+			kv.ExpiresAt = &t
+		}
+		v.Keys = append(v.Keys, kv)
+	}
+	return v
+}
+
+// createdView shows a created user; the issued key's value goes with its ID.
+func createdView(u *policy.APIUser, iss *Issued) CreatedView {
+	return CreatedView{
+		UserView: viewOf(u),
+		Tokens:   []TokenView{{Token: iss.Token}},
+		Secret:   iss.Secret,
+		Keys:     []IssuedKey{{ID: iss.KeyID, Value: iss.Key}},
+	}
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

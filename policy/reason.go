@@ -1,0 +1,103 @@
+package policy
+
+import "net/http"
+
+// Reason says why a gateway request was allowed or refused. Each reason has
+// a stable, machine-readable code that appears in the JSON error body, in the
+// audit log and as a metric label, so clients and dashboards may depend on it.
+type Reason uint8
+
+// The reasons, in the order of the decision steps that produce them.
+const (
+	// Allowed: every check passed.
+	Allowed Reason = iota
+
+	// Step 1: the request itself is ambiguous.
+	AmbiguousPath  // encoded slash/backslash/dot, dot segment, "//", ";", NUL, bad escape
+	MethodOverride // X-HTTP-Method-Override and friends are present
+
+	// Step 2: authentication.
+	MissingCredentials // no Authorization header, or a scheme we do not take
+	MalformedCredentials
+	InvalidCredentials // unknown token, unknown user, wrong key or secret
+	Retired
+	Expired
+	IdleExpired
+	LockedOut // too many failures from this client address
+
+	// Step 3: the endpoint catalog.
+	NoEndpoint // no endpoint in the catalog matches method and path
+
+	// Step 4: authorization.
+	EndpointNotAllowed // endpoint not in the user's allowed endpoints
+	InsufficientScope  // required scope not in the user's effective scopes
+	TenantMismatch     // {org} or {product} outside the user's tenancy
+	ResourceConstraint // a constrained route variable has a value not allowed
+
+	// Step 5: proxied user.
+	ProxiedUserNotAllowed // user does not allow proxied users, or ID not listed
+	InvalidProxiedUser    // the proxied-user header is not a valid user ID
+
+	// Failures of the gateway itself, never of the client.
+	StoreUnavailable
+
+	numReasons
+)
+
+var reasonInfo = [numReasons]struct {
+	code        string
+	status      int
+	description string
+}{
+	Allowed:               {"allowed", http.StatusOK, "allowed"},
+	AmbiguousPath:         {"ambiguous_path", http.StatusBadRequest, "the request path is ambiguous: encoded slashes, backslashes or dots, dot segments, empty segments, ';' and NUL are refused"},
+	MethodOverride:        {"method_override", http.StatusBadRequest, "method-override headers are not accepted; send the real method"},
+	MissingCredentials:    {"missing_credentials", http.StatusUnauthorized, "an API-user credential is required: Authorization: Bearer <token> or Basic <id:key:secret>"},
+	MalformedCredentials:  {"malformed_credentials", http.StatusUnauthorized, "the Authorization header is malformed"},
+	InvalidCredentials:    {"invalid_credentials", http.StatusUnauthorized, "the credentials are not valid"},
+	Retired:               {"user_retired", http.StatusUnauthorized, "the API user is retired"},
+	Expired:               {"user_expired", http.StatusUnauthorized, "the API user has expired"},
+	IdleExpired:           {"user_idle_expired", http.StatusUnauthorized, "the API user expired after being idle too long"},
+	LockedOut:             {"too_many_failures", http.StatusTooManyRequests, "too many failed authentication attempts from this address; retry later"},
+	NoEndpoint:            {"no_endpoint", http.StatusForbidden, "no endpoint in the catalog matches this method and path"},
+	EndpointNotAllowed:    {"endpoint_not_allowed", http.StatusForbidden, "the API user may not use this endpoint"},
+	InsufficientScope:     {"insufficient_scope", http.StatusForbidden, "the API user lacks the scope this endpoint requires"},
+	TenantMismatch:        {"tenant_mismatch", http.StatusForbidden, "the org or product in the path is outside the API user's tenancy"},
+	ResourceConstraint:    {"resource_constraint", http.StatusForbidden, "a resource in the path is outside the API user's resource constraints"},
+	ProxiedUserNotAllowed: {"proxied_user_not_allowed", http.StatusForbidden, "the API user may not act on behalf of this user"},
+	InvalidProxiedUser:    {"invalid_proxied_user", http.StatusForbidden, "the proxied-user header is not a valid user ID"},
+	StoreUnavailable:      {"store_unavailable", http.StatusServiceUnavailable, "the credential store is unavailable; try again later"},
+}
+
+// Code is the reason's stable machine-readable code, such as "insufficient_scope".
+func (r Reason) Code() string { return r.info().code }
+
+// Status is the HTTP status the gateway answers with for this reason.
+func (r Reason) Status() int { return r.info().status }
+
+// Description is a sentence for humans, safe to show to any client: it never
+// says whether a user ID exists.
+func (r Reason) Description() string { return r.info().description }
+
+// String returns the code.
+func (r Reason) String() string { return r.Code() }
+
+func (r Reason) info() struct {
+	code        string
+	status      int
+	description string
+} {
+	if r >= numReasons {
+		return reasonInfo[StoreUnavailable]
+	}
+	return reasonInfo[r]
+}
+
+// Reasons lists every reason, for metrics pre-registration and documentation.
+func Reasons() []Reason {
+	rs := make([]Reason, numReasons)
+	for i := range rs {
+		rs[i] = Reason(i)
+	}
+	return rs
+}
