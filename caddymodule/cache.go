@@ -89,10 +89,14 @@ func (c *principalCache) user(id string, load func() (*policy.Principal, error))
 			ttl = c.negativeTTL
 		}
 		c.mu.RLock()
-		if c.gen.Load() == gen {
-			c.users.SetWithTTL(id, cu, 1, ttl)
-		}
+		stored := c.gen.Load() == gen && c.users.SetWithTTL(id, cu, 1, ttl)
 		c.mu.RUnlock()
+		if stored {
+			// Make the entry visible before the next request asks, so a
+			// burst for one user costs one store read, not one per
+			// request that arrives while ristretto's buffers drain.
+			c.users.Wait()
+		}
 		return cu, nil
 	})
 	if err != nil {
@@ -123,7 +127,9 @@ func (c *principalCache) tokenOwner(h policy.Hash, load func() (string, error)) 
 		if id == "" {
 			ttl = c.negativeTTL
 		}
-		c.tokens.SetWithTTL(k, id, 1, ttl)
+		if c.tokens.SetWithTTL(k, id, 1, ttl) {
+			c.tokens.Wait()
+		}
 		return id, nil
 	})
 	if err != nil {

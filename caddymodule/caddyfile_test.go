@@ -1,0 +1,110 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+)
+
+func adaptCaddyfile(t *testing.T, body string) ([]byte, error) {
+	t.Helper()
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(body), map[string]any{"filename": "Caddyfile"})
+	return out, err
+}
+
+// TestCaddyfileErrorsNameLineAndFix loads broken configurations: each must
+// fail at load with the line of the mistake and a hint at the fix.
+func TestCaddyfileErrorsNameLineAndFix(t *testing.T) {
+	tests := []struct {
+		name   string
+		global string // lines inside the api_users global option
+		site   string // lines inside the site's api_users block
+		want   []string
+	}{
+		{"bad scope", "endpoint list GET /v1/devices Devices:List", "", []string{"Caddyfile:3", "scope"}},
+		{"bad template", "endpoint list GET /v1/{dev ice} devices:list", "", []string{"Caddyfile:3", "list"}},
+		{"overlapping endpoints", "endpoint a GET /v1/{x} devices:list\n\t\tendpoint b GET /v1/devices devices:list", "", []string{"Caddyfile:4", "overlap"}},
+		{"duplicate endpoint name", "endpoint a GET /v1/a devices:list\n\t\tendpoint a GET /v1/b devices:list", "", []string{"Caddyfile:4", "a"}},
+		{"endpoint missing scope", "endpoint a GET /v1/a", "", []string{"Caddyfile:3", "endpoint takes a name, methods, a path template and a scope"}},
+		{"bad method", "endpoint a get /v1/a devices:list", "", []string{"Caddyfile:3", "method"}},
+		{"unknown setting", "frobnicate on", "", []string{"Caddyfile:3", "unknown api_users setting", "use store"}},
+		{"unknown store", "store mongodb", "", []string{"Caddyfile:3", "sqlite"}},
+		{"bad product ID", "org acme {\n\t\t\tproduct x1 my-product\n\t\t}", "", []string{"Caddyfile:4", "positive number"}},
+		{"duplicate product slug", "org acme {\n\t\t\tproduct 1 p\n\t\t\tproduct 2 p\n\t\t}", "", []string{"Caddyfile:", "p"}},
+		{"bad role scope", "role reader devices", "", []string{"Caddyfile:3", "role reader"}},
+		{"duplicate role", "role reader devices:list\n\t\trole reader devices:get", "", []string{"Caddyfile:4", "defined twice"}},
+		{"bad duration", "sync_interval soon", "", []string{"Caddyfile:3", "positive duration"}},
+		{"bad cache size", "cache {\n\t\t\tmax_users -1\n\t\t}", "", []string{"Caddyfile:4", "positive whole number"}},
+		{"bad lockout", "", "lockout ten 5m", []string{"Caddyfile:", "positive whole number"}},
+		{"bad proxied header", "", "proxied_user_header X:Proxied", []string{"Caddyfile:", "valid header name"}},
+		{"unknown gateway setting", "", "endpoint a GET /a devices:list", []string{"Caddyfile:", "global option"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := "{\n\tapi_users {\n\t\t" + tt.global + "\n\t}\n}\n:8080 {\n\tapi_users {\n\t\t" + tt.site + "\n\t}\n}\n"
+			_, err := adaptCaddyfile(t, cfg)
+			if err == nil {
+				t.Fatalf("config loaded; want an error:\n%s", cfg)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestCaddyfileExampleAdapts checks the shipped example adapts to the app
+// and handlers the README describes, with no global order line.
+func TestCaddyfileExampleAdapts(t *testing.T) {
+	out, err := adaptCaddyfile(t, mustRead(t, "../Caddyfile.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Apps struct {
+			APIUsers App `json:"api_users"`
+			HTTP     json.RawMessage
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	app := cfg.Apps.APIUsers
+	if len(app.Endpoints) < 7 || len(app.Orgs) != 2 {
+		t.Fatalf("example has %d endpoints and %d orgs", len(app.Endpoints), len(app.Orgs))
+	}
+	scopes := map[string]bool{}
+	for _, e := range app.Endpoints {
+		scopes[e.Scope] = true
+	}
+	for _, s := range []string{"devices:list", "devices:get", "devices:update", "devices.function:call", "devices.variable:get", "events:get", "events:send"} {
+		if !scopes[s] {
+			t.Errorf("example catalog lacks scope %s", s)
+		}
+	}
+	for _, h := range []string{`"handler":"api_users"`, `"handler":"reverse_proxy"`, `"handler":"api_users_echo"`} {
+		if !strings.Contains(string(cfg.Apps.HTTP), h) {
+			t.Errorf("example's http app lacks %s", h)
+		}
+	}
+	if strings.Index(string(cfg.Apps.HTTP), `"handler":"api_users"`) > strings.Index(string(cfg.Apps.HTTP), `"handler":"reverse_proxy"`) {
+		t.Error("api_users does not run before reverse_proxy")
+	}
+}
+
+// TestGatewayDirectiveOrder proves `api_users` runs before the handlers
+// that respond, whatever order the site lists them in.
+func TestGatewayDirectiveOrder(t *testing.T) {
+	out, err := adaptCaddyfile(t, ":8080 {\n\treverse_proxy 127.0.0.1:9000\n\tapi_users\n}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(out)
+	if i, j := strings.Index(s, `"handler":"api_users"`), strings.Index(s, `"handler":"reverse_proxy"`); i < 0 || j < 0 || i > j {
+		t.Fatalf("api_users is not ordered before reverse_proxy: %s", s)
+	}
+}
