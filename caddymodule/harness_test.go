@@ -36,7 +36,7 @@ type recorded struct {
 	Header     http.Header
 }
 
-func newRecordingUpstream(t *testing.T) *recordingUpstream {
+func newRecordingUpstream(t testing.TB) *recordingUpstream {
 	t.Helper()
 	u := &recordingUpstream{}
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -85,7 +85,7 @@ const testCatalog = `
 // testGateway is a real Caddy, loaded in this process from a Caddyfile,
 // with the gateway in front of a recording upstream.
 type testGateway struct {
-	t        *testing.T
+	t        testing.TB
 	url      string
 	upstream *recordingUpstream
 	app      *App
@@ -99,7 +99,7 @@ type gatewayOptions struct {
 	siteExtra    string // more directives in the site
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -109,7 +109,7 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func startGateway(t *testing.T, opts gatewayOptions) *testGateway {
+func startGateway(t testing.TB, opts gatewayOptions) *testGateway {
 	t.Helper()
 	up := newRecordingUpstream(t)
 	port := freePort(t)
