@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,35 +55,77 @@ type App struct {
 	// SyncInterval is how often the app polls the store for changes made
 	// by another process (the CLI, another gateway node) and drops the
 	// affected cache entries. It bounds how long such a change, a
-	// revocation above all, takes to be enforced here. Default: 500ms.
+	// revocation above all, takes to be enforced here. With PostgreSQL a
+	// change is also announced with NOTIFY and usually enforced within
+	// milliseconds; the poll is the guarantee when an announcement is lost.
+	// Default: 500ms.
 	SyncInterval caddy.Duration `json:"sync_interval,omitempty"`
+
+	// MaxStale bounds how long users already in the cache are still
+	// admitted while the store's change log cannot be read (the database
+	// is down or unreachable), counted from the last successful read:
+	// during that time a revocation made elsewhere cannot be learnt. After
+	// it, every API-user request is refused with 503 store_unavailable
+	// until the log can be read again. A request that needs a store read
+	// is refused with 503 at once, whatever MaxStale is. It must be at
+	// least twice SyncInterval. Default: ten sync intervals, and at least
+	// 5s.
+	MaxStale caddy.Duration `json:"max_stale,omitempty"`
 
 	// LastUsedInterval is how often last-used times are written to the
 	// store. They are kept in memory in between, so a request never waits
 	// for a store write. Default: 1m.
 	LastUsedInterval caddy.Duration `json:"last_used_interval,omitempty"`
 
+	// ChangeRetention is how long change records are kept. Once an hour
+	// each node deletes older ones (never the newest), so the change log
+	// does not grow without end. A node that was away for longer than this
+	// finds its position pruned and drops its whole cache, which is safe.
+	// Default: 168h (a week).
+	ChangeRetention caddy.Duration `json:"change_retention,omitempty"`
+
 	store   store.Store
 	view    atomic.Pointer[view]
+	viewMu  sync.Mutex // serialises reloadView
 	cache   *principalCache
 	touches *lastUsed
 	logger  *zap.Logger
 	audit   *zap.Logger
+	metrics *metrics
 
-	now     func() time.Time
-	lastSeq atomic.Int64
-	stop    context.CancelFunc
-	wg      sync.WaitGroup
+	now      func() time.Time
+	lastSeq  atomic.Int64
+	lastSync atomic.Int64 // unix nanoseconds of the last successful read of the change log
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
+
+	// Following the store (sync.go).
+	maxStale   atomic.Int64 // MaxStale in nanoseconds once the follower runs; 0: not checked
+	storeDown  atomic.Bool  // the last read of the change log failed
+	downSince  time.Time    // follower goroutine only
+	downLogged time.Time    // follower goroutine only
+	pollOnly   bool         // tests: do not listen for announcements
 }
 
 // StoreConfig selects and locates the store.
 type StoreConfig struct {
-	// Driver is "sqlite" (the default).
+	// Driver is "sqlite" (the default), or "postgres" for a database that
+	// several gateway nodes share.
 	Driver string `json:"driver,omitempty"`
 
 	// Path is the SQLite database file. Default: api_users/api_users.db in
 	// Caddy's data directory.
 	Path string `json:"path,omitempty"`
+
+	// URL is the PostgreSQL connection string, required with the
+	// "postgres" driver: a URL such as
+	// postgres://caddy:PASSWORD@db.internal:5432/api_users?sslmode=verify-full
+	// or keyword=value pairs, as libpq takes them (pgxpool settings such as
+	// pool_max_conns too). Placeholders are replaced when the app starts,
+	// so the password can stay out of the config: {env.DATABASE_URL}, or
+	// {file./run/secrets/database_url}. The password never appears in logs
+	// or errors.
+	URL string `json:"url,omitempty"`
 }
 
 // OrgConfig is one org and its products.
@@ -161,6 +204,8 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 const (
 	defaultSyncInterval     = 500 * time.Millisecond
 	defaultLastUsedInterval = time.Minute
+	defaultChangeRetention  = 7 * 24 * time.Hour
+	changePruneInterval     = time.Hour
 	defaultMaxUsers         = 100_000
 	defaultCacheTTL         = 5 * time.Minute
 	defaultNegativeTTL      = 30 * time.Second
@@ -172,8 +217,18 @@ func (a *App) Provision(ctx caddy.Context) error {
 	// Audit records of gateway decisions and management changes alike go
 	// to http.handlers.api_users.audit, one name for operators to route.
 	a.audit = ctx.Logger(Gateway{}).Named("audit")
+	a.metrics = newMetrics(a.endpointNames(), a.syncLag)
+	if reg := ctx.GetMetricsRegistry(); reg != nil {
+		if err := a.metrics.register(reg); err != nil {
+			return err
+		}
+	}
 	if err := a.open(ctx); err != nil {
 		return err
+	}
+	if pg, ok := a.store.(*store.Postgres); ok {
+		a.logger.Info("API users are kept in PostgreSQL", zap.String("database", pg.Where()),
+			zap.Duration("sync_interval", time.Duration(a.SyncInterval)), zap.Duration("max_stale", time.Duration(a.MaxStale)))
 	}
 	return nil
 }
@@ -188,11 +243,17 @@ func (a *App) open(ctx context.Context) error {
 	if a.now == nil {
 		a.now = time.Now
 	}
+	if a.metrics == nil {
+		a.metrics = newMetrics(a.endpointNames(), a.syncLag)
+	}
 	if a.SyncInterval == 0 {
 		a.SyncInterval = caddy.Duration(defaultSyncInterval)
 	}
 	if a.LastUsedInterval == 0 {
 		a.LastUsedInterval = caddy.Duration(defaultLastUsedInterval)
+	}
+	if a.ChangeRetention == 0 {
+		a.ChangeRetention = caddy.Duration(defaultChangeRetention)
 	}
 	if a.Cache.MaxUsers == 0 {
 		a.Cache.MaxUsers = defaultMaxUsers
@@ -203,6 +264,13 @@ func (a *App) open(ctx context.Context) error {
 	if a.Cache.NegativeTTL == 0 {
 		a.Cache.NegativeTTL = caddy.Duration(defaultNegativeTTL)
 	}
+	if a.MaxStale == 0 {
+		a.MaxStale = caddy.Duration(defaultMaxStale(time.Duration(a.SyncInterval)))
+	}
+	if a.MaxStale < 2*a.SyncInterval {
+		return fmt.Errorf("api_users: max_stale %s is less than twice sync_interval %s, so a node would refuse cached users between two reads of the change log: raise max_stale or lower sync_interval",
+			time.Duration(a.MaxStale), time.Duration(a.SyncInterval))
+	}
 	if err := a.validateConfig(); err != nil {
 		return err
 	}
@@ -210,6 +278,9 @@ func (a *App) open(ctx context.Context) error {
 	var err error
 	switch a.Store.Driver {
 	case "", "sqlite":
+		if a.Store.URL != "" {
+			return errors.New("api_users: the sqlite store takes a path, not a url; for PostgreSQL set the driver to postgres")
+		}
 		path := a.Store.Path
 		if path == "" {
 			path = filepath.Join(caddy.AppDataDir(), "api_users", "api_users.db")
@@ -219,8 +290,22 @@ func (a *App) open(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("api_users: opening the SQLite store %s: %w", path, err)
 		}
+	case "postgres":
+		if a.Store.Path != "" {
+			return errors.New("api_users: the postgres store takes a connection string (url), not a path")
+		}
+		// Replaced here, not in the config, so the password can come from
+		// the environment or a file and is never stored back.
+		conn := caddy.NewReplacer().ReplaceKnown(a.Store.URL, "")
+		if strings.TrimSpace(conn) == "" {
+			return fmt.Errorf("api_users: the postgres store needs a connection string, such as: store postgres {env.DATABASE_URL}; %q is empty once its placeholders are replaced (is the variable set in Caddy's environment?)", a.Store.URL)
+		}
+		a.store, err = store.OpenPostgres(ctx, conn)
+		if err != nil {
+			return fmt.Errorf("api_users: %w", err)
+		}
 	default:
-		return fmt.Errorf("api_users: unknown store driver %q: use \"sqlite\"", a.Store.Driver)
+		return fmt.Errorf("api_users: unknown store driver %q: use \"sqlite\" or \"postgres\"", a.Store.Driver)
 	}
 
 	if err := a.seedTenancy(ctx); err != nil {
@@ -233,6 +318,7 @@ func (a *App) open(ctx context.Context) error {
 		return fmt.Errorf("api_users: reading the store's change log: %w", err)
 	}
 	a.lastSeq.Store(seq)
+	a.lastSync.Store(a.now().UnixNano())
 	if err := a.reloadView(ctx); err != nil {
 		_ = a.store.Close()
 		return err
@@ -242,6 +328,7 @@ func (a *App) open(ctx context.Context) error {
 		_ = a.store.Close()
 		return err
 	}
+	a.cache.metrics = &a.metrics.cache
 	a.touches = newLastUsed(time.Duration(a.LastUsedInterval))
 	return nil
 }
@@ -267,30 +354,14 @@ func (a *App) buildView(storeOrgs []policy.Org, storeProducts []policy.Product, 
 		return nil, fmt.Errorf("api_users: endpoint catalog: %w", err)
 	}
 
-	var orgs []policy.Org
-	var products []policy.Product
-	orgSeen := map[string]bool{}
-	productSeen := map[int64]bool{}
-	for _, o := range a.Orgs {
-		orgs = append(orgs, policy.Org{ID: o.ID, Slug: o.Slug})
-		orgSeen[o.ID] = true
-		for _, p := range o.Products {
-			products = append(products, policy.Product{ID: p.ID, Slug: p.Slug, Org: o.ID})
-			productSeen[p.ID] = true
-		}
+	orgs, products := a.tenancyConfig()
+	if _, err := policy.NewTenancy(orgs, products); err != nil {
+		return nil, fmt.Errorf("api_users: orgs and products: %w", err)
 	}
-	for _, o := range storeOrgs {
-		if !orgSeen[o.ID] {
-			orgs = append(orgs, o)
-		}
-	}
-	for _, p := range storeProducts {
-		if !productSeen[p.ID] {
-			products = append(products, p)
-		}
-	}
+	orgs, products = a.addStoreTenancy(orgs, products, storeOrgs, storeProducts)
 	tenancy, err := policy.NewTenancy(orgs, products)
 	if err != nil {
+		// addStoreTenancy admits only entries that fit; this is a bug.
 		return nil, fmt.Errorf("api_users: orgs and products: %w", err)
 	}
 
@@ -322,6 +393,81 @@ func (a *App) buildView(storeOrgs []policy.Org, storeProducts []policy.Product, 
 		roles[r.Name] = scopes
 	}
 	return &view{catalog: catalog, tenancy: tenancy, roles: roles}, nil
+}
+
+// addStoreTenancy appends to the config's orgs and products those of the
+// store that fit beside them. The config wins for the IDs it declares. A
+// store entry that is invalid or clashes with another (an org slug already
+// naming another org, a product slug or ID already taken, a product of an
+// unknown org) is left out and logged rather than failing the reload: one bad
+// row written by another process must not take the catalog down, and
+// leaving it out only takes rights away (requests naming it get 403).
+func (a *App) addStoreTenancy(orgs []policy.Org, products []policy.Product, storeOrgs []policy.Org, storeProducts []policy.Product) ([]policy.Org, []policy.Product) {
+	orgName := map[string]string{} // org ID or slug -> org ID
+	for _, o := range orgs {
+		orgName[o.ID] = o.ID
+		if o.Slug != "" {
+			orgName[o.Slug] = o.ID
+		}
+	}
+	productID := map[int64]bool{}
+	productSlug := map[string]bool{}
+	for _, p := range products {
+		productID[p.ID] = true
+		if p.Slug != "" {
+			productSlug[p.Slug] = true
+		}
+	}
+	skip := func(what string, err error) {
+		if a.logger != nil {
+			a.logger.Warn("ignoring "+what+" in the store", zap.Error(err))
+		}
+	}
+	for _, o := range storeOrgs {
+		if owner, ok := orgName[o.ID]; ok && owner == o.ID {
+			continue // declared in the config, which wins
+		}
+		if _, err := policy.NewTenancy([]policy.Org{o}, nil); err != nil {
+			skip("invalid org", err)
+			continue
+		}
+		if owner, ok := orgName[o.ID]; ok {
+			skip("org", fmt.Errorf("org %q: the ID is already the slug of org %q", o.ID, owner))
+			continue
+		}
+		if owner, ok := orgName[o.Slug]; ok && o.Slug != "" && o.Slug != o.ID {
+			skip("org", fmt.Errorf("org %q: slug %q already names org %q", o.ID, o.Slug, owner))
+			continue
+		}
+		orgs = append(orgs, o)
+		orgName[o.ID] = o.ID
+		if o.Slug != "" {
+			orgName[o.Slug] = o.ID
+		}
+	}
+	for _, p := range storeProducts {
+		if productID[p.ID] {
+			continue // declared in the config, or a duplicate row
+		}
+		if _, err := policy.NewTenancy([]policy.Org{{ID: p.Org}}, []policy.Product{p}); err != nil {
+			skip("invalid product", err)
+			continue
+		}
+		if owner, ok := orgName[p.Org]; !ok || owner != p.Org {
+			skip("product", fmt.Errorf("product %d belongs to org %q, which is not known", p.ID, p.Org))
+			continue
+		}
+		if p.Slug != "" && productSlug[p.Slug] {
+			skip("product", fmt.Errorf("product %d: slug %q already names another product", p.ID, p.Slug))
+			continue
+		}
+		products = append(products, p)
+		productID[p.ID] = true
+		if p.Slug != "" {
+			productSlug[p.Slug] = true
+		}
+	}
+	return orgs, products
 }
 
 // seedTenancy writes the orgs and products declared in the config to the
@@ -366,8 +512,13 @@ func (a *App) seedTenancy(ctx context.Context) error {
 	return nil
 }
 
-// reloadView rebuilds the view from the config and the store.
+// reloadView rebuilds the view from the config and the store. Reloads are
+// serialised: without that, a reload that read the store before a change
+// could publish its view after the reload that read the change, and the
+// change would be lost until the next one.
 func (a *App) reloadView(ctx context.Context) error {
+	a.viewMu.Lock()
+	defer a.viewMu.Unlock()
 	orgs, err := a.store.ListOrgs(ctx)
 	if err != nil {
 		return fmt.Errorf("api_users: reading orgs from the store: %w", err)
@@ -388,12 +539,15 @@ func (a *App) reloadView(ctx context.Context) error {
 	return nil
 }
 
-// Start runs the loops that follow the store's change log and write
-// last-used times.
+// Start runs the loops that follow the store's change log (sync.go) and
+// write last-used times.
 func (a *App) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stop = cancel
-	a.wg.Add(2)
+	// From now on the follower keeps the cache fresh, and cached users
+	// are admitted only while it does (see checkFresh).
+	a.maxStale.Store(int64(a.MaxStale))
+	a.wg.Add(3)
 	go func() {
 		defer a.wg.Done()
 		a.followChanges(ctx)
@@ -402,7 +556,39 @@ func (a *App) Start() error {
 		defer a.wg.Done()
 		a.flushLastUsedLoop(ctx)
 	}()
+	go func() {
+		defer a.wg.Done()
+		a.pruneChangesLoop(ctx)
+	}()
 	return nil
+}
+
+// changePruner is implemented by the stores whose change log can be
+// pruned (both of ours).
+type changePruner interface {
+	PruneChanges(ctx context.Context, olderThan time.Time) error
+}
+
+// pruneChangesLoop deletes change records older than ChangeRetention, at
+// start and then every hour. Every node does it; the deletes are idempotent.
+func (a *App) pruneChangesLoop(ctx context.Context) {
+	p, ok := a.store.(changePruner)
+	if !ok {
+		return
+	}
+	t := time.NewTicker(changePruneInterval)
+	defer t.Stop()
+	for {
+		if err := p.PruneChanges(ctx, a.now().Add(-time.Duration(a.ChangeRetention))); err != nil && ctx.Err() == nil {
+			a.metrics.storePrune.Inc()
+			a.logger.Warn("pruning the API-user store's change log", zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Stop ends the loops and writes the last-used times still pending.
@@ -429,57 +615,6 @@ func (a *App) Cleanup() error {
 	return nil
 }
 
-// followChanges polls the store's change log and drops the cache entries a
-// change affects. Changes made in this process are applied at once by the
-// code that made them; this loop catches the others.
-func (a *App) followChanges(ctx context.Context) {
-	t := time.NewTicker(time.Duration(a.SyncInterval))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := a.syncChanges(ctx); err != nil && ctx.Err() == nil {
-				a.logger.Error("following the store's change log", zap.Error(err))
-			}
-		}
-	}
-}
-
-// syncChanges applies every change recorded after the last one seen.
-func (a *App) syncChanges(ctx context.Context) error {
-	for {
-		after := a.lastSeq.Load()
-		changes, err := a.store.Changes(ctx, after, 1000)
-		if err != nil {
-			return err
-		}
-		if len(changes) == 0 {
-			return nil
-		}
-		catalogChanged := false
-		for _, c := range changes {
-			switch c.Kind {
-			case store.ChangeUser:
-				a.cache.invalidateUser(c.Key)
-			default:
-				catalogChanged = true
-			}
-		}
-		if catalogChanged {
-			if err := a.reloadView(ctx); err != nil {
-				return err
-			}
-			a.cache.invalidateAll()
-		}
-		a.lastSeq.CompareAndSwap(after, changes[len(changes)-1].Seq)
-		if len(changes) < 1000 {
-			return nil
-		}
-	}
-}
-
 // flushLastUsedLoop writes last-used times every LastUsedInterval.
 func (a *App) flushLastUsedLoop(ctx context.Context) {
 	t := time.NewTicker(time.Duration(a.LastUsedInterval))
@@ -500,20 +635,37 @@ func (a *App) flushLastUsed(ctx context.Context) {
 		return
 	}
 	if err := a.store.TouchUsers(ctx, pending); err != nil {
+		a.metrics.storeTouchUsers.Inc()
 		a.logger.Error("writing last-used times", zap.Int("users", len(pending)), zap.Error(err))
 		a.touches.putBack(pending)
 	}
 }
 
 // principal returns the compiled user for an ID, from the cache or the
-// store. A nil principal with a nil error means no such user.
+// store. A nil principal with a nil error means no such user. It fails
+// closed while the store cannot be followed (see sync.go).
 func (a *App) principal(ctx context.Context, id string) (*cachedUser, error) {
+	if err := a.checkFresh(); err != nil {
+		return nil, err
+	}
+	return a.lookupPrincipal(ctx, id)
+}
+
+// lookupPrincipal is principal without the freshness check, for callers
+// that made it already.
+func (a *App) lookupPrincipal(ctx context.Context, id string) (*cachedUser, error) {
 	return a.cache.user(id, func() (*policy.Principal, error) {
+		if a.storeDown.Load() {
+			return nil, errStoreDown
+		}
+		ctx, cancel := storeRead(ctx)
+		defer cancel()
 		u, err := a.store.GetUser(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, nil
 		}
 		if err != nil {
+			a.metrics.storeGetUser.Inc()
 			return nil, err
 		}
 		return policy.Compile(u, a.view.Load().roles), nil
@@ -523,17 +675,28 @@ func (a *App) principal(ctx context.Context, id string) (*cachedUser, error) {
 // principalByToken returns the compiled user that holds the token with
 // hash h, or nil when no user does.
 func (a *App) principalByToken(ctx context.Context, h policy.Hash) (*cachedUser, error) {
+	if err := a.checkFresh(); err != nil {
+		return nil, err
+	}
 	id, err := a.cache.tokenOwner(h, func() (string, error) {
+		if a.storeDown.Load() {
+			return "", errStoreDown
+		}
+		ctx, cancel := storeRead(ctx)
+		defer cancel()
 		id, err := a.store.UserIDByTokenHash(ctx, h)
 		if errors.Is(err, store.ErrNotFound) {
 			return "", nil
+		}
+		if err != nil {
+			a.metrics.storeUserByToken.Inc()
 		}
 		return id, err
 	})
 	if err != nil || id == "" {
 		return nil, err
 	}
-	cu, err := a.principal(ctx, id)
+	cu, err := a.lookupPrincipal(ctx, id)
 	if err != nil || cu == nil || cu.p == nil {
 		return nil, err
 	}
@@ -543,6 +706,26 @@ func (a *App) principalByToken(ctx context.Context, h policy.Hash) (*cachedUser,
 		return nil, nil
 	}
 	return cu, nil
+}
+
+// syncLag is the value of caddy_api_users_store_sync_lag_seconds: how long
+// ago this process last read the store's change log successfully.
+func (a *App) syncLag() float64 {
+	last := a.lastSync.Load()
+	if last == 0 || a.now == nil {
+		return 0
+	}
+	return a.now().Sub(time.Unix(0, last)).Seconds()
+}
+
+// endpointNames lists the catalog's endpoint names in configuration order,
+// which is the order of policy.Endpoint.Index.
+func (a *App) endpointNames() []string {
+	names := make([]string, len(a.Endpoints))
+	for i, e := range a.Endpoints {
+		names[i] = e.Name
+	}
+	return names
 }
 
 // Interface guards.

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"strconv"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -9,8 +10,10 @@ import (
 	"github.com/apiusers/caddy-api-users/policy"
 )
 
-// Actor kinds of the audit log, after Momentus: an API user acting for
-// itself, or on behalf of a proxied user.
+// Actor kinds of the audit log, after Momentus, whose audit log always
+// shows whether an API user was involved: an API user acting for itself,
+// an API user acting on behalf of a proxied user, or traffic the gateway
+// passed through without an API-user credential (pass_through).
 const (
 	ActorAPIUser           = "api_user"
 	ActorProxiedViaAPIUser = "proxied_user_via_api_user"
@@ -20,57 +23,104 @@ const (
 // auditRecord collects what the gateway learnt about a request while
 // deciding it. It never holds a credential value, only public IDs.
 type auditRecord struct {
+	start                  time.Time
 	method, path, clientIP string
 	credentialID           string
 	principal              *policy.Principal
-	decision               *policy.Decision
+	endpoint               *policy.Endpoint // the catalog's match, if any
+	product                string           // the principal's product ID, when known
+	proxiedUser            string           // the valid proxied-user ID the request named, if any
+	actingFor              string           // the proxied user an allowed request acts for
+	passThrough            bool
 	status                 int
 }
 
-// writeAudit writes one record per gateway decision to the logger
-// http.handlers.api_users.audit... (the app's "audit" logger), allowed or
-// refused, so a security reviewer can replay who reached what.
+// writeAudit writes the audit record of one gateway decision, allowed or
+// refused, to the logger http.handlers.api_users.audit, so a security
+// reviewer can replay who reached what, as whom, and why not. Every record
+// has the same fields, empty when they do not apply:
+//
+//   - decision: "allow" (forwarded) or "deny".
+//   - reason: the policy reason's code ("allowed", or why the request was
+//     refused, as in the error body), or "pass_through".
+//   - status: the status the gateway answered with; 200 for a forwarded
+//     request, whose own response status is in Caddy's access log.
+//   - actor: "api_user", "proxied_user_via_api_user" (an allowed request on
+//     behalf of a proxied user), "other" (passed through without an
+//     API-user credential), or "" when no API user was authenticated.
+//   - api_user, org, product: the authenticated API user, its org, and its
+//     product ID when it is product-scoped.
+//   - proxied_user: the proxied user the request named, when an API user
+//     was authenticated and the ID is valid, whether allowed or not; the
+//     actor says whether the request was made on its behalf.
+//   - credential_id: the public ID of the presented token ("at_" and 12 hex
+//     digits of its hash) or key (its 16 hex digit ID), never the value;
+//     set as soon as a well-formed credential was read, even when
+//     authentication then failed.
+//   - method, path (raw, as the client sent it, without the query),
+//     endpoint and scope (when the catalog matched), client_ip.
+//
+// The record is built from zap fields on the stack, with no map or
+// formatting, and nothing at all is built when the logger is disabled.
 func (a *App) writeAudit(rec *auditRecord, reason policy.Reason) {
 	ce := a.audit.Check(zapcore.InfoLevel, "gateway decision")
 	if ce == nil {
 		return
 	}
-	decision := "deny"
+	decision, code := "deny", reason.Code()
 	if reason == policy.Allowed {
 		decision = "allow"
 	}
-	fields := make([]zap.Field, 0, 16)
-	fields = append(fields,
+	var actor, apiUser, org, product, proxiedUser, endpoint, scope string
+	switch {
+	case rec.passThrough:
+		decision, code, actor = "allow", passThroughCode, ActorOther
+	case rec.principal != nil:
+		u := rec.principal.User
+		actor, apiUser, org, product, proxiedUser = ActorAPIUser, u.ID, u.Org, rec.product, rec.proxiedUser
+		if product == "" && u.Product != 0 {
+			product = strconv.FormatInt(u.Product, 10)
+		}
+	}
+	if ep := rec.endpoint; ep != nil {
+		endpoint, scope = ep.Name, string(ep.Scope)
+	}
+	if rec.actingFor != "" {
+		actor = ActorProxiedViaAPIUser
+	}
+	ce.Write(
 		zap.String("decision", decision),
-		zap.String("reason", reason.Code()),
+		zap.String("reason", code),
 		zap.Int("status", rec.status),
+		zap.String("actor", actor),
+		zap.String("api_user", apiUser),
+		zap.String("org", org),
+		zap.String("product", product),
+		zap.String("proxied_user", proxiedUser),
+		zap.String("credential_id", rec.credentialID),
 		zap.String("method", rec.method),
 		zap.String("path", rec.path),
+		zap.String("endpoint", endpoint),
+		zap.String("scope", scope),
 		zap.String("client_ip", rec.clientIP),
 	)
-	if rec.credentialID != "" {
-		fields = append(fields, zap.String("credential_id", rec.credentialID))
+}
+
+// accessLogFields are what the gateway adds to Caddy's access log entry of
+// an allowed request, next to Caddy's own user_id: the API user's org, its
+// product when it is product-scoped, and the proxied user when there is
+// one. The names follow the headers the upstream receives.
+type accessLogFields struct {
+	org, product, proxiedUser string
+}
+
+func (f accessLogFields) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("api_user_org", f.org)
+	if f.product != "" {
+		enc.AddString("api_user_product", f.product)
 	}
-	actor := ""
-	if p := rec.principal; p != nil {
-		u := p.User
-		actor = ActorAPIUser
-		fields = append(fields, zap.String("api_user", u.ID), zap.String("org", u.Org))
-		if u.Product != 0 {
-			fields = append(fields, zap.String("product", strconv.FormatInt(u.Product, 10)))
-		}
+	if f.proxiedUser != "" {
+		enc.AddString("proxied_user", f.proxiedUser)
 	}
-	if d := rec.decision; d != nil {
-		if d.Endpoint != nil {
-			fields = append(fields, zap.String("endpoint", d.Endpoint.Name), zap.String("scope", string(d.Endpoint.Scope)))
-		}
-		if d.ProxiedUser != "" {
-			actor = ActorProxiedViaAPIUser
-			fields = append(fields, zap.String("proxied_user", d.ProxiedUser))
-		}
-	}
-	if actor != "" {
-		fields = append(fields, zap.String("actor", actor))
-	}
-	ce.Write(fields...)
+	return nil
 }

@@ -34,6 +34,7 @@ type principalCache struct {
 	epoch atomic.Uint64 // bumped by invalidateAll; older entries are misses
 
 	ttl, negativeTTL time.Duration
+	metrics          *cacheMetrics // nil: not counted
 }
 
 // cachedUser is a cache entry: the compiled user (nil for an unknown ID)
@@ -46,18 +47,23 @@ type cachedUser struct {
 }
 
 func newPrincipalCache(cfg CacheConfig) (*principalCache, error) {
+	// Every entry costs 1, so MaxCost counts entries. IgnoreInternalCost:
+	// otherwise ristretto adds the size of its own item struct (56 bytes)
+	// to each cost, and a cache of 100000 "users" holds about 1750.
 	users, err := ristretto.NewCache(&ristretto.Config[string, *cachedUser]{
-		NumCounters: cfg.MaxUsers * 10,
-		MaxCost:     cfg.MaxUsers,
-		BufferItems: 64,
+		NumCounters:        cfg.MaxUsers * 10,
+		MaxCost:            cfg.MaxUsers,
+		BufferItems:        64,
+		IgnoreInternalCost: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("api_users: creating the user cache: %w", err)
 	}
 	tokens, err := ristretto.NewCache(&ristretto.Config[uint64, string]{
-		NumCounters: cfg.MaxUsers * 10,
-		MaxCost:     cfg.MaxUsers,
-		BufferItems: 64,
+		NumCounters:        cfg.MaxUsers * 10,
+		MaxCost:            cfg.MaxUsers,
+		BufferItems:        64,
+		IgnoreInternalCost: true,
 	})
 	if err != nil {
 		users.Close()
@@ -75,8 +81,10 @@ func newPrincipalCache(cfg CacheConfig) (*principalCache, error) {
 // principal is nil when the store has no such user.
 func (c *principalCache) user(id string, load func() (*policy.Principal, error)) (*cachedUser, error) {
 	if cu, ok := c.users.Get(id); ok && cu.epoch == c.epoch.Load() {
+		c.metrics.userHit()
 		return cu, nil
 	}
+	c.metrics.userMiss()
 	v, err, _ := c.group.Do("u\x00"+id, func() (any, error) {
 		gen, epoch := c.gen.Load(), c.epoch.Load()
 		p, err := load()
@@ -116,8 +124,10 @@ func tokenKey(h policy.Hash) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
 func (c *principalCache) tokenOwner(h policy.Hash, load func() (string, error)) (string, error) {
 	k := tokenKey(h)
 	if id, ok := c.tokens.Get(k); ok {
+		c.metrics.tokenHit()
 		return id, nil
 	}
+	c.metrics.tokenMiss()
 	v, err, _ := c.group.Do(string(h[:]), func() (any, error) {
 		id, err := load()
 		if err != nil {

@@ -26,13 +26,16 @@ func init() {
 //
 //	api_users {
 //		store sqlite [<path>]
+//		store postgres <connection string>
 //		cache {
 //			max_users    <n>
 //			ttl          <duration>
 //			negative_ttl <duration>
 //		}
 //		sync_interval      <duration>
+//		max_stale          <duration>
 //		last_used_interval <duration>
+//		change_retention <duration>
 //		org <id> [<slug>] {
 //			product <id> <slug>
 //		}
@@ -61,15 +64,27 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		switch d.Val() {
 		case "store":
 			args := d.RemainingArgs()
-			if len(args) == 0 || len(args) > 2 {
-				return d.Errf("store takes a driver and an optional path, such as: store sqlite /var/lib/caddy/api_users.db")
+			if len(args) == 0 {
+				return d.Errf("store takes a driver, such as: store sqlite /var/lib/caddy/api_users.db, or: store postgres {env.DATABASE_URL}")
 			}
-			if args[0] != "sqlite" {
-				return d.Errf("unknown store driver %q: use sqlite", args[0])
-			}
-			a.Store.Driver = args[0]
-			if len(args) == 2 {
-				a.Store.Path = args[1]
+			switch args[0] {
+			case "sqlite":
+				if len(args) > 2 {
+					return d.Errf("store sqlite takes an optional path, such as: store sqlite /var/lib/caddy/api_users.db")
+				}
+				a.Store.Driver = args[0]
+				if len(args) == 2 {
+					a.Store.Path = args[1]
+				}
+			case "postgres":
+				// The connection string is not echoed in these errors: it
+				// may hold a password.
+				if len(args) != 2 {
+					return d.Errf("store postgres takes one connection string, such as: store postgres {env.DATABASE_URL} (quote a keyword=value string, which has spaces)")
+				}
+				a.Store.Driver, a.Store.URL = args[0], args[1]
+			default:
+				return d.Errf("unknown store driver %q: use sqlite, or postgres for several gateway nodes", args[0])
 			}
 		case "cache":
 			if d.NextArg() {
@@ -109,12 +124,24 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			a.SyncInterval = dur
+		case "max_stale":
+			dur, err := parsePositiveDuration(d)
+			if err != nil {
+				return err
+			}
+			a.MaxStale = dur
 		case "last_used_interval":
 			dur, err := parsePositiveDuration(d)
 			if err != nil {
 				return err
 			}
 			a.LastUsedInterval = dur
+		case "change_retention":
+			dur, err := parsePositiveDuration(d)
+			if err != nil {
+				return err
+			}
+			a.ChangeRetention = dur
 		case "org":
 			args := d.RemainingArgs()
 			if len(args) == 0 || len(args) > 2 {
@@ -176,7 +203,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("%v", err)
 			}
 		default:
-			return d.Errf("unknown api_users setting %q: use store, cache, sync_interval, last_used_interval, org, role or endpoint", d.Val())
+			return d.Errf("unknown api_users setting %q: use store, cache, sync_interval, max_stale, last_used_interval, change_retention, org, role or endpoint", d.Val())
 		}
 	}
 	return nil
@@ -221,6 +248,7 @@ func (a *App) tenancyConfig() ([]policy.Org, []policy.Product) {
 //	api_users {
 //		proxied_user_header <name>
 //		lockout <failures> <window> | off
+//		pass_through
 //	}
 func parseGatewayDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	var g Gateway
@@ -242,9 +270,14 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&g.ProxiedUserHeader) {
 				return d.ArgErr()
 			}
-			if !validHeaderName(g.ProxiedUserHeader) {
-				return d.Errf("proxied_user_header %q is not a valid header name: use letters, digits and '-', such as X-Proxied-User", g.ProxiedUserHeader)
+			if err := checkProxiedUserHeader(g.ProxiedUserHeader); err != nil {
+				return d.Errf("%v", err)
 			}
+		case "pass_through":
+			if d.NextArg() {
+				return d.Errf("pass_through takes no arguments: write it alone to pass requests without an API-user credential to the upstream")
+			}
+			g.PassThrough = true
 		case "lockout":
 			args := d.RemainingArgs()
 			if len(args) == 1 && args[0] == "off" {
@@ -264,7 +297,7 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			g.LockoutThreshold, g.LockoutWindow = n, caddy.Duration(dur)
 		default:
-			return d.Errf("unknown api_users setting %q: use proxied_user_header or lockout (users, endpoints and the store go in the api_users global option)", d.Val())
+			return d.Errf("unknown api_users setting %q: use proxied_user_header, lockout or pass_through (users, endpoints and the store go in the api_users global option)", d.Val())
 		}
 	}
 	return nil

@@ -30,7 +30,11 @@ func TestCaddyfileErrorsNameLineAndFix(t *testing.T) {
 		{"endpoint missing scope", "endpoint a GET /v1/a", "", []string{"Caddyfile:3", "endpoint takes a name, methods, a path template and a scope"}},
 		{"bad method", "endpoint a get /v1/a devices:list", "", []string{"Caddyfile:3", "method"}},
 		{"unknown setting", "frobnicate on", "", []string{"Caddyfile:3", "unknown api_users setting", "use store"}},
-		{"unknown store", "store mongodb", "", []string{"Caddyfile:3", "sqlite"}},
+		{"unknown store", "store mongodb", "", []string{"Caddyfile:3", "sqlite", "postgres"}},
+		{"postgres without connection string", "store postgres", "", []string{"Caddyfile:3", "store postgres {env.DATABASE_URL}"}},
+		{"postgres connection string in pieces", "store postgres host=db user=caddy", "", []string{"Caddyfile:3", "quote"}},
+		{"sqlite with two paths", "store sqlite a.db b.db", "", []string{"Caddyfile:3", "optional path"}},
+		{"bad max_stale", "max_stale -5s", "", []string{"Caddyfile:3", "positive duration"}},
 		{"bad product ID", "org acme {\n\t\t\tproduct x1 my-product\n\t\t}", "", []string{"Caddyfile:4", "positive number"}},
 		{"duplicate product slug", "org acme {\n\t\t\tproduct 1 p\n\t\t\tproduct 2 p\n\t\t}", "", []string{"Caddyfile:", "p"}},
 		{"bad role scope", "role reader devices", "", []string{"Caddyfile:3", "role reader"}},
@@ -73,7 +77,7 @@ func TestCaddyfileExampleAdapts(t *testing.T) {
 	if err := json.Unmarshal(out, &cfg); err != nil {
 		t.Fatal(err)
 	}
-	app := cfg.Apps.APIUsers
+	app := &cfg.Apps.APIUsers
 	if len(app.Endpoints) < 7 || len(app.Orgs) != 2 {
 		t.Fatalf("example has %d endpoints and %d orgs", len(app.Endpoints), len(app.Orgs))
 	}

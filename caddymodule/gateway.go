@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -23,11 +24,31 @@ func init() {
 // the next handler (usually reverse_proxy) with the client's Authorization
 // removed and the identity headers set from the decision. The users, the
 // catalog and the store belong to the `api_users` app, shared by every
-// handler in the process.
+// handler in the process. Every decision is written to the audit log
+// (http.handlers.api_users.audit) and counted in the metrics.
 type Gateway struct {
 	// ProxiedUserHeader is the request header that names the user an API
-	// user acts on behalf of. Default: X-Proxied-User.
+	// user acts on behalf of. Default: X-Proxied-User. Its value must be
+	// exactly one user ID: 1 to 64 characters, a letter or digit, then
+	// letters, digits, ".", "_", "@", "+" or "-" (policy.UserIDSyntax). An
+	// empty, overlong or otherwise invalid value, or the header sent more
+	// than once (in any spelling), is refused with 403
+	// invalid_proxied_user. The upstream receives the allowed proxied user
+	// under this same name, and as X-Acting-User. It may not be a header
+	// the gateway sets or that HTTP or proxies give a meaning to, such as
+	// X-Api-User, Authorization or Connection.
 	ProxiedUserHeader string `json:"proxied_user_header,omitempty"`
+
+	// PassThrough, when true, forwards a request that carries no API-user
+	// credential at all (no Authorization header, another scheme, a bearer
+	// token without the apiu_at_ prefix, Basic credentials without an API
+	// key) to the next handler instead of refusing it with 401. Such a
+	// request keeps its own Authorization header, since it is the backend's
+	// credential, but still loses every client-sent identity header, and is
+	// audited with actor "other" and reason "pass_through". An ambiguous
+	// path or a method override is still refused first, and a malformed or
+	// invalid API-user credential is still a 401. Default: false.
+	PassThrough bool `json:"pass_through,omitempty"`
 
 	// LockoutThreshold is how many failed authentications from one client
 	// address within LockoutWindow lock that address out. Default: 10.
@@ -65,8 +86,8 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("api_users: loading the api_users app: %w", err)
 	}
 	g.app = appIface.(*App)
-	if !validHeaderName(g.ProxiedUserHeader) {
-		return fmt.Errorf("api_users: proxied_user_header %q is not a valid header name: use letters, digits and '-', such as X-Proxied-User", g.ProxiedUserHeader)
+	if err := checkProxiedUserHeader(g.ProxiedUserHeader); err != nil {
+		return fmt.Errorf("api_users: %w", err)
 	}
 	g.headers = newHeaderRules(g.ProxiedUserHeader)
 	if g.LockoutThreshold == 0 {
@@ -102,11 +123,12 @@ func (g *Gateway) pruneLockout(ctx caddy.Context) {
 }
 
 // ServeHTTP runs the decision steps of the spec in order, failing closed at
-// each, and calls next only for an allowed request.
+// each, and calls next only for an allowed request (or, with PassThrough, a
+// request without an API-user credential).
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	app := g.app
+	rec := auditRecord{start: time.Now(), method: r.Method, clientIP: clientIP(r)}
 	now := app.now()
-	rec := auditRecord{method: r.Method, clientIP: clientIP(r)}
 
 	// Step 1: an ambiguous request is refused before anything else. The
 	// path checked and matched is the one the upstream will receive.
@@ -116,7 +138,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if reason := policy.CheckPath(path); reason != policy.Allowed {
 		return g.refuse(w, r, &rec, reason, 0)
 	}
-	if hdr.methodOverride {
+	if hdr.methodOverride || (r.Trailer != nil && g.headers.declaresOverride(r.Trailer)) {
 		return g.refuse(w, r, &rec, policy.MethodOverride, 0)
 	}
 
@@ -124,7 +146,21 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if left, locked := g.lockout.locked(rec.clientIP); locked {
 		return g.refuse(w, r, &rec, policy.LockedOut, left)
 	}
-	cred, reason := policy.ParseAuthorization(r.Header.Get("Authorization"))
+	auth := r.Header["Authorization"]
+	var cred policy.Credential
+	reason := policy.MissingCredentials
+	switch len(auth) {
+	case 0:
+	case 1:
+		cred, reason = policy.ParseAuthorization(auth[0])
+	default:
+		// Which of several credentials counts is ambiguous, and the
+		// backend might pick another than the gateway did.
+		reason = policy.MalformedCredentials
+	}
+	if reason == policy.MissingCredentials && g.PassThrough {
+		return g.passThrough(w, r, &rec, next)
+	}
 	if reason != policy.Allowed {
 		return g.refuseAuth(w, r, &rec, reason)
 	}
@@ -147,7 +183,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 	if err != nil {
-		g.logger.Error("reading the API-user store", zap.Error(err))
+		if errors.Is(err, errStoreDown) || errors.Is(err, errStoreStale) {
+			// The follower has already logged the outage once at error
+			// level; a line per refused request would flood the log.
+			g.logger.Debug("refusing: the API-user store is unavailable", zap.Error(err))
+		} else {
+			g.logger.Error("reading the API-user store", zap.Error(err))
+		}
 		return g.refuse(w, r, &rec, policy.StoreUnavailable, 0)
 	}
 	if cu == nil || cu.p == nil {
@@ -160,14 +202,19 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	req := policy.Request{Method: r.Method, Path: path}
 	if hdr.proxiedCount > 0 {
 		req.HasProxiedUser = true
-		req.ProxiedUser = hdr.proxiedUser
+		// A repeated header names no single user. It is decided as the
+		// empty ID, which is never valid, so it fails step 5 with
+		// invalid_proxied_user, after steps 3 and 4 had their say.
+		if hdr.proxiedCount == 1 {
+			req.ProxiedUser = hdr.proxiedUser
+			if policy.ValidUserID(hdr.proxiedUser) {
+				rec.proxiedUser = hdr.proxiedUser
+			}
+		}
 	}
 	v := app.view.Load()
 	d := policy.Decide(&req, p, v.catalog, v.tenancy, now, cu.lastSeen())
-	if hdr.proxiedCount > 1 && d.Reason == policy.Allowed {
-		d.Reason = policy.InvalidProxiedUser
-	}
-	rec.decision = &d
+	rec.endpoint = d.Endpoint
 	if d.Reason != policy.Allowed {
 		if d.Reason.Status() == http.StatusUnauthorized {
 			return g.refuseAuth(w, r, &rec, d.Reason)
@@ -177,7 +224,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	app.touches.seen(p.User.ID, cu, now)
 
 	// Step 6: forward with the identity the decision established.
-	g.headers.strip(r.Header)
+	g.headers.strip(r.Header, false)
+	g.headers.guardTrailers(r)
 	u := p.User
 	r.Header[HeaderAPIUser] = []string{u.ID}
 	r.Header[HeaderAPIUserOrg] = []string{u.Org}
@@ -186,10 +234,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		product = strconv.FormatInt(u.Product, 10)
 		r.Header[HeaderAPIUserProduct] = []string{product}
 	}
+	rec.product = product
 	acting := u.ID
 	if d.ProxiedUser != "" {
 		r.Header[g.headers.proxiedCanon] = []string{d.ProxiedUser}
 		acting = d.ProxiedUser
+		rec.actingFor = d.ProxiedUser
 	}
 	r.Header[HeaderActingUser] = []string{acting}
 
@@ -203,9 +253,61 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	repl.Set("http.auth.user.credential_id", rec.credentialID)
 	caddyhttp.SetVar(r.Context(), apiUserVarKey, u.ID)
 
+	// Caddy's access log names the user by {http.auth.user.id} (its
+	// user_id field); these add where the user belongs and for whom it
+	// acts, in one field so the access log's field list grows once.
+	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+		extra.Add(zap.Inline(accessLogFields{org: u.Org, product: product, proxiedUser: d.ProxiedUser}))
+	}
+
 	rec.status = http.StatusOK
-	g.app.writeAudit(&rec, policy.Allowed)
+	g.decided(&rec, policy.Allowed)
 	return next.ServeHTTP(w, r)
+}
+
+// passThrough forwards a request without an API-user credential, as
+// PassThrough allows: the backend's own Authorization stays, the
+// client-sent identity headers go.
+func (g *Gateway) passThrough(w http.ResponseWriter, r *http.Request, rec *auditRecord, next caddyhttp.Handler) error {
+	g.headers.strip(r.Header, true)
+	g.headers.guardTrailers(r)
+	// No user was authenticated: the placeholders are empty, rather than
+	// left unknown, so a handler that copies {http.auth.user.id} into a
+	// header sends an empty value and not the placeholder's own text.
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	for _, name := range userPlaceholders {
+		repl.Set(name, "")
+	}
+	rec.passThrough = true
+	rec.status = http.StatusOK
+	g.decided(rec, policy.MissingCredentials)
+	return next.ServeHTTP(w, r)
+}
+
+// decided counts and audits a decision, once it is made and before the
+// response is written or the request forwarded.
+func (g *Gateway) decided(rec *auditRecord, reason policy.Reason) {
+	outcome, endpoint := int(reason), -1
+	if rec.passThrough {
+		outcome = passThroughOutcome
+	}
+	if rec.endpoint != nil {
+		endpoint = rec.endpoint.Index()
+	}
+	g.app.metrics.decided(endpoint, outcome, time.Since(rec.start))
+	g.app.writeAudit(rec, reason)
+}
+
+// userPlaceholders are the placeholders the gateway sets for an allowed
+// request.
+var userPlaceholders = []string{
+	"http.auth.user.id",
+	"http.auth.user.org",
+	"http.auth.user.product",
+	"http.auth.user.proxied_user",
+	"http.auth.user.acting_user",
+	"http.auth.user.endpoint",
+	"http.auth.user.credential_id",
 }
 
 // apiUserVarKey marks a request the gateway authenticated as an API user,
@@ -233,7 +335,7 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, rec *auditRecor
 		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	}
 	rec.status = reason.Status()
-	g.app.writeAudit(rec, reason)
+	g.decided(rec, reason)
 	writeError(w, reason)
 	return nil
 }
@@ -245,19 +347,6 @@ func clientIP(r *http.Request) string {
 		return ip
 	}
 	return r.RemoteAddr
-}
-
-func validHeaderName(s string) bool {
-	if s == "" {
-		return true
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // Interface guards.

@@ -97,6 +97,9 @@ type gatewayOptions struct {
 	appExtra     string // more lines in the api_users global option
 	gatewayBlock string // lines inside the site's api_users block
 	siteExtra    string // more directives in the site
+	globalExtra  string // more global options, such as log or servers
+	extraSites   string // more site blocks after the gateway's
+	upstream     string // host:port the gateway proxies to; default: the recording upstream
 }
 
 func freePort(t testing.TB) int {
@@ -114,10 +117,15 @@ func startGateway(t testing.TB, opts gatewayOptions) *testGateway {
 	up := newRecordingUpstream(t)
 	port := freePort(t)
 	dbPath := filepath.Join(t.TempDir(), "api_users.db")
+	upstream := up.addr()
+	if opts.upstream != "" {
+		upstream = opts.upstream
+	}
 	caddyfile := fmt.Sprintf(`{
 	admin off
 	auto_https off
 	persist_config off
+%s
 	api_users {
 		store sqlite %s
 		sync_interval 50ms
@@ -133,7 +141,8 @@ http://127.0.0.1:%d {
 %s
 	reverse_proxy %s
 }
-`, dbPath, testCatalog, opts.appExtra, port, opts.gatewayBlock, opts.siteExtra, up.addr())
+%s
+`, opts.globalExtra, dbPath, testCatalog, opts.appExtra, port, opts.gatewayBlock, opts.siteExtra, upstream, opts.extraSites)
 	cfgJSON, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile"})
 	if err != nil {
 		t.Fatalf("adapting the Caddyfile: %v\n%s", err, caddyfile)

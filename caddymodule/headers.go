@@ -1,14 +1,18 @@
 package caddymodule
 
 import (
+	"fmt"
+	"io"
 	"net/http"
 	"strings"
 )
 
 // The headers the gateway sets for the upstream. A client must never be
 // able to set them itself, in any spelling a backend might fold into one of
-// these: any letter case, '_' for '-', repeated, or named in Connection so
-// that a proxy drops the real one.
+// these: any letter case, '_' for '-' (Caddy already drops request header
+// fields whose names hold '_' before any handler runs, but the gateway does
+// not rely on it), repeated, named in Connection so that a proxy drops the
+// real one, or sent as a trailer after the body.
 const (
 	HeaderAPIUser        = "X-Api-User"
 	HeaderAPIUserOrg     = "X-Api-User-Org"
@@ -22,11 +26,60 @@ const (
 // another method than the one the gateway matched; they are refused.
 var methodOverrideHeaders = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
 
+// reservedHeaders may not serve as the proxied-user header: the identity
+// headers the gateway sets, credentials, method overrides, and the headers
+// that HTTP itself or proxies give a meaning to. Taking one of them would
+// let a client's value be read as a proxied user, or let the proxied user
+// overwrite an identity the gateway set.
+var reservedHeaders = append([]string{
+	"Authorization", "Proxy-Authorization", "Cookie",
+	HeaderAPIUser, HeaderAPIUserOrg, HeaderAPIUserProduct, HeaderActingUser,
+	"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+	"Host", "Content-Length", "Content-Type", "Expect",
+	"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Via",
+}, methodOverrideHeaders...)
+
+// maxHeaderNameLen bounds the name of the proxied-user header.
+const maxHeaderNameLen = 64
+
+// checkProxiedUserHeader validates the name of the proxied-user header; ""
+// stands for the default, X-Proxied-User.
+func checkProxiedUserHeader(name string) error {
+	if name == "" {
+		return nil
+	}
+	if len(name) > maxHeaderNameLen || !validHeaderName(name) {
+		return fmt.Errorf("proxied_user_header %q is not a valid header name: use up to %d letters, digits and '-', such as X-Proxied-User", name, maxHeaderNameLen)
+	}
+	for _, r := range reservedHeaders {
+		if sameHeader(name, normHeader(r)) {
+			return fmt.Errorf("proxied_user_header %q is a header the gateway, HTTP or proxies already give a meaning to: choose another, such as X-Proxied-User or X-On-Behalf-Of", name)
+		}
+	}
+	return nil
+}
+
+// validHeaderName reports whether s is a header name of letters, digits
+// and '-', starting with a letter or digit.
+func validHeaderName(s string) bool {
+	if s == "" || s[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 // headerRules is the compiled set of header names the gateway guards,
 // normalised (lowercase, '_' as '-').
 type headerRules struct {
-	identity       []string // stripped from every request
+	identity       []string // stripped from every forwarded request
 	proxiedUser    string   // normalised name of the proxied-user header
+	proxiedFirst   byte     // its first byte, for scan's quick filter
 	proxiedCanon   string   // canonical name, to set upstream
 	methodOverride []string
 }
@@ -39,6 +92,7 @@ func newHeaderRules(proxiedUserHeader string) *headerRules {
 		proxiedUser:  normHeader(proxiedUserHeader),
 		proxiedCanon: http.CanonicalHeaderKey(proxiedUserHeader),
 	}
+	r.proxiedFirst = r.proxiedUser[0]
 	for _, h := range []string{"Authorization", HeaderAPIUser, HeaderAPIUserOrg, HeaderAPIUserProduct, HeaderActingUser, DefaultProxiedUserHeader, proxiedUserHeader} {
 		r.identity = append(r.identity, normHeader(h))
 	}
@@ -85,15 +139,20 @@ func matchesAny(name string, norms []string) bool {
 // pass.
 type requestHeaders struct {
 	methodOverride bool
-	proxiedUser    string
-	proxiedCount   int // values across every spelling; more than one is ambiguous
+	proxiedUser    string // the first value
+	proxiedCount   int    // values across every spelling; more than one is ambiguous
 }
 
 // scan reads the method-override and proxied-user headers in one pass.
 func (hr *headerRules) scan(h http.Header) requestHeaders {
 	var out requestHeaders
 	for name, values := range h {
-		if c := name[0]; c != 'X' && c != 'x' {
+		if name == "" {
+			continue
+		}
+		// Every method-override header starts with "x"; most headers
+		// do not, and are skipped at the cost of one comparison.
+		if c := name[0] | 0x20; c != 'x' && c != hr.proxiedFirst {
 			continue
 		}
 		if matchesAny(name, hr.methodOverride) {
@@ -109,22 +168,36 @@ func (hr *headerRules) scan(h http.Header) requestHeaders {
 	return out
 }
 
-// strip removes the client's Authorization and every client-sent copy of
-// the identity headers, and drops identity header names from Connection,
-// so no proxy after us removes the values the gateway sets.
-func (hr *headerRules) strip(h http.Header) {
+// strip removes the client's Authorization (unless keepAuthorization, for
+// a request passed through with the backend's own credential) and every
+// client-sent copy of the identity headers, in any spelling. It drops
+// identity header names from Connection, so no proxy after us removes the
+// values the gateway sets, and from Trailer, so none is announced as a
+// trailer to come.
+func (hr *headerRules) strip(h http.Header, keepAuthorization bool) {
 	for name := range h {
-		if matchesAny(name, hr.identity) {
-			delete(h, name)
+		if !matchesAny(name, hr.identity) {
+			continue
 		}
+		if keepAuthorization && name == "Authorization" {
+			continue
+		}
+		delete(h, name)
 	}
-	conn, ok := h["Connection"]
+	hr.dropTokens(h, "Connection")
+	hr.dropTokens(h, "Trailer")
+}
+
+// dropTokens removes identity header names from the comma-separated list
+// of header names in h[name].
+func (hr *headerRules) dropTokens(h http.Header, name string) {
+	list, ok := h[name]
 	if !ok {
 		return
 	}
 	var kept []string
 	changed := false
-	for _, v := range conn {
+	for _, v := range list {
 		for _, tok := range strings.Split(v, ",") {
 			tok = strings.TrimSpace(tok)
 			if tok == "" {
@@ -141,8 +214,66 @@ func (hr *headerRules) strip(h http.Header) {
 		return
 	}
 	if len(kept) == 0 {
-		delete(h, "Connection")
+		delete(h, name)
 		return
 	}
-	h["Connection"] = []string{strings.Join(kept, ", ")}
+	h[name] = []string{strings.Join(kept, ", ")}
+}
+
+// declaresOverride reports whether a request's declared trailers name a
+// method-override header. Such a request is refused like one that sends
+// the header up front: a backend that folds trailers into headers would
+// read it.
+func (hr *headerRules) declaresOverride(trailer http.Header) bool {
+	for name := range trailer {
+		if matchesAny(name, hr.methodOverride) {
+			return true
+		}
+	}
+	return false
+}
+
+// guardTrailers keeps identity and method-override fields out of the
+// trailers of a request that is forwarded. A client may announce trailers
+// (the Trailer header) and send them after a chunked body; Caddy's
+// reverse_proxy forwards them, and a backend that folds trailers into
+// headers would read a spoofed identity. Net/http collects the fields that
+// arrive after the body into the request's existing Trailer map, declared
+// or not, as the body reaches EOF; so the declared names are removed now,
+// and a body wrapper removes the rest at EOF, before the proxy copies the
+// map. A request that declares no trailers has a nil map, and the fields
+// it sends after its body never reach a handler, or the upstream.
+func (hr *headerRules) guardTrailers(r *http.Request) {
+	if r.Trailer == nil {
+		return
+	}
+	hr.stripTrailer(r.Trailer)
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &trailerGuard{ReadCloser: r.Body, trailer: r.Trailer, rules: hr}
+	}
+}
+
+// stripTrailer deletes identity and method-override fields from t.
+func (hr *headerRules) stripTrailer(t http.Header) {
+	for name := range t {
+		if matchesAny(name, hr.identity) || matchesAny(name, hr.methodOverride) {
+			delete(t, name)
+		}
+	}
+}
+
+// trailerGuard strips the request's trailers once its body ends. It reads
+// through to the body it wraps, so it adds nothing but that step.
+type trailerGuard struct {
+	io.ReadCloser
+	trailer http.Header
+	rules   *headerRules
+}
+
+func (b *trailerGuard) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		b.rules.stripTrailer(b.trailer)
+	}
+	return n, err
 }

@@ -6,17 +6,22 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/apiusers/caddy-api-users/caddymodule/store"
 	"github.com/apiusers/caddy-api-users/policy"
 )
 
 // This file holds the user life cycle that the management API and the CLI
-// share: validation against the catalog, credential issuing, and writing
-// through the store with the cache kept in step.
+// share: validation against the catalog, credential issuing, the rule for
+// replacing the access token, and writing through the store with the cache
+// kept in step and one audit record per change. The management handler and
+// the CLI only translate requests and flags into these calls.
 
 // FieldError is a validation failure of one field of a management request.
 // It becomes a 400 whose message names the field.
@@ -29,6 +34,26 @@ func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
 
 func fieldErr(field, format string, args ...any) error {
 	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// NotFoundError says that what a management request names does not exist
+// where the request looks for it. It becomes a 404. For API users the
+// message is the same whether the user does not exist at all or lives in
+// another org or product, so a path never tells one tenant's operator about
+// another's users.
+type NotFoundError struct{ Message string }
+
+func (e *NotFoundError) Error() string { return e.Message }
+
+// ConflictError says that a valid request cannot be applied to the current
+// state: a taken name, a role still in use, an entry the Caddyfile defines.
+// It becomes a 409.
+type ConflictError struct{ Message string }
+
+func (e *ConflictError) Error() string { return e.Message }
+
+func conflictErr(format string, args ...any) error {
+	return &ConflictError{Message: fmt.Sprintf(format, args...)}
 }
 
 // UserSpec is what a create or update request may set. A nil field is left
@@ -64,6 +89,27 @@ type Tenant struct {
 	Product string
 }
 
+// Actor is who makes a management change, for the audit log: the caller's
+// identity as an authentication handler established it (or "cli:<login>"
+// for the CLI), and the client address.
+type Actor struct {
+	ID       string
+	ClientIP string
+}
+
+type actorKey struct{}
+
+// WithActor returns a context that carries the actor of the management
+// changes made with it.
+func WithActor(ctx context.Context, a Actor) context.Context {
+	return context.WithValue(ctx, actorKey{}, a)
+}
+
+func actorFrom(ctx context.Context) Actor {
+	a, _ := ctx.Value(actorKey{}).(Actor)
+	return a
+}
+
 // resolveTenant checks that the org and product exist and returns the org
 // ID and product ID.
 func (a *App) resolveTenant(t Tenant) (string, int64, error) {
@@ -88,6 +134,53 @@ func (a *App) resolveTenant(t Tenant) (string, int64, error) {
 	return o.ID, 0, nil
 }
 
+// place is where a management request looks for users: one org's org-level
+// users, one product's users, or (for the CLI, naming a user by its
+// username alone) anywhere.
+type place struct {
+	anywhere bool
+	org      string
+	product  int64
+	label    string // "org \"acme\"", "product \"1337\"", for messages
+}
+
+// placeOf resolves t; the zero Tenant is anywhere. The org route holds the
+// org's org-level users only, and a product route that product's users:
+// Particle's org team and product team are separate lists, and each user
+// is reachable through exactly one path.
+func (a *App) placeOf(t Tenant) (place, error) {
+	if t == (Tenant{}) {
+		return place{anywhere: true}, nil
+	}
+	org, product, err := a.resolveTenant(t)
+	if err != nil {
+		return place{}, err
+	}
+	if product != 0 {
+		return place{org: org, product: product, label: "product " + strconv.Quote(t.Product)}, nil
+	}
+	return place{org: org, label: "org " + strconv.Quote(t.Org)}, nil
+}
+
+func (p place) holds(u *policy.APIUser) bool {
+	return p.anywhere || (u.Org == p.org && u.Product == p.product)
+}
+
+func (p place) notFound(id string) error {
+	if p.anywhere {
+		return &NotFoundError{Message: fmt.Sprintf("no API user %q", id)}
+	}
+	return &NotFoundError{Message: fmt.Sprintf("no API user %q in %s", id, p.label)}
+}
+
+// checkUsername refuses a username no user can have, before any lookup.
+func checkUsername(id string) error {
+	if !policy.ValidUserID(id) {
+		return fieldErr("username", "%q is not a valid username: 1 to 64 letters, digits and . _ @ + -, starting with a letter or digit", id)
+	}
+	return nil
+}
+
 // applySpec validates spec against the catalog and applies it to u.
 func (a *App) applySpec(u *policy.APIUser, spec *UserSpec) error {
 	v := a.view.Load()
@@ -104,20 +197,9 @@ func (a *App) applySpec(u *policy.APIUser, spec *UserSpec) error {
 		u.Description = *spec.Description
 	}
 	if spec.Scopes != nil {
-		known := map[policy.Scope]bool{}
-		for _, s := range v.catalog.Scopes() {
-			known[s] = true
-		}
-		var scopes []policy.Scope
-		for _, s := range dedupe(*spec.Scopes) {
-			sc, err := policy.ParseScope(s)
-			if err != nil {
-				return fieldErr("scopes", "%v", err)
-			}
-			if !known[sc] {
-				return fieldErr("scopes", "unknown scope %q: no endpoint in the catalog requires it", s)
-			}
-			scopes = append(scopes, sc)
+		scopes, err := knownScopes(v.catalog, "scopes", *spec.Scopes)
+		if err != nil {
+			return err
 		}
 		u.Scopes = scopes
 	}
@@ -125,7 +207,7 @@ func (a *App) applySpec(u *policy.APIUser, spec *UserSpec) error {
 		roles := dedupe(*spec.Roles)
 		for _, r := range roles {
 			if _, ok := v.roles[r]; !ok {
-				return fieldErr("roles", "unknown role %q", r)
+				return fieldErr("roles", "unknown role %q: use a role of the api_users config or one created with PUT /v1/roles/{name}", r)
 			}
 		}
 		u.Roles = roles
@@ -134,7 +216,7 @@ func (a *App) applySpec(u *policy.APIUser, spec *UserSpec) error {
 		eps := dedupe(*spec.AllowedEndpoints)
 		for _, e := range eps {
 			if _, ok := v.catalog.Endpoint(e); !ok {
-				return fieldErr("allowed_endpoints", "unknown endpoint %q", e)
+				return fieldErr("allowed_endpoints", "unknown endpoint %q: use the name of an endpoint in the catalog (GET /v1/endpoints lists them)", e)
 			}
 		}
 		u.AllowedEndpoints = eps
@@ -155,15 +237,11 @@ func (a *App) applySpec(u *policy.APIUser, spec *UserSpec) error {
 		u.Retired = *spec.Retired
 	}
 	if spec.ExpiresAt != nil {
-		if *spec.ExpiresAt == "" {
-			u.ExpiresAt = time.Time{}
-		} else {
-			t, err := time.Parse(time.RFC3339, *spec.ExpiresAt)
-			if err != nil {
-				return fieldErr("expires_at", "%q is not an RFC 3339 time such as 2027-01-31T00:00:00Z", *spec.ExpiresAt)
-			}
-			u.ExpiresAt = t.UTC()
+		t, err := parseOptionalTime("expires_at", *spec.ExpiresAt)
+		if err != nil {
+			return err
 		}
+		u.ExpiresAt = t
 	}
 	if spec.IdleTimeout != nil {
 		switch s := *spec.IdleTimeout; s {
@@ -180,7 +258,7 @@ func (a *App) applySpec(u *policy.APIUser, spec *UserSpec) error {
 	if spec.ResourceConstraints != nil {
 		rc := map[string][]string{}
 		for name, values := range *spec.ResourceConstraints {
-			if !catalogHasVar(v.catalog, name) {
+			if !slices.Contains(v.catalog.VarNames(), name) {
 				return fieldErr("resource_constraints", "no endpoint in the catalog has a route variable {%s}", name)
 			}
 			if len(values) == 0 {
@@ -196,28 +274,34 @@ func (a *App) applySpec(u *policy.APIUser, spec *UserSpec) error {
 	return nil
 }
 
-func catalogHasVar(c *policy.Catalog, name string) bool {
-	for _, e := range c.Endpoints() {
-		if templateHasVar(e.Path, name) {
-			return true
+// knownScopes parses scopes and checks that some endpoint requires each: a
+// scope nothing requires is a typo that would grant nothing.
+func knownScopes(c *policy.Catalog, field string, in []string) ([]policy.Scope, error) {
+	known := c.Scopes()
+	var scopes []policy.Scope
+	for _, s := range dedupe(in) {
+		sc, err := policy.ParseScope(s)
+		if err != nil {
+			return nil, fieldErr(field, "%v", err)
 		}
+		if _, ok := slices.BinarySearch(known, sc); !ok {
+			return nil, fieldErr(field, "unknown scope %q: no endpoint in the catalog requires it (GET /v1/endpoints lists the scopes)", s)
+		}
+		scopes = append(scopes, sc)
 	}
-	return false
+	return scopes, nil
 }
 
-func templateHasVar(template, name string) bool {
-	for i := 0; i+len(name)+2 <= len(template); i++ {
-		if template[i] == '{' {
-			rest := template[i+1:]
-			if len(rest) >= len(name) && rest[:len(name)] == name {
-				tail := rest[len(name):]
-				if len(tail) > 0 && (tail[0] == '}' || (len(tail) >= 4 && tail[:4] == "...}")) {
-					return true
-				}
-			}
-		}
+// parseOptionalTime reads an RFC 3339 time; "" is the zero time.
+func parseOptionalTime(field, s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
 	}
-	return false
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fieldErr(field, "%q is not an RFC 3339 time such as 2027-01-31T00:00:00Z", s)
+	}
+	return t.UTC(), nil
 }
 
 func dedupe(in []string) []string {
@@ -240,6 +324,22 @@ func newUsername() string {
 	return "apiu-" + hex.EncodeToString(b)
 }
 
+// storeErr turns the store's sentinel errors into the management errors
+// callers map to statuses; anything else means the store is unavailable.
+func storeErr(err error, notFound func() error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrNotFound) && notFound != nil:
+		return notFound()
+	case errors.Is(err, store.ErrConflict):
+		return conflictErr("the record changed while this request was writing it; send the request again")
+	case errors.Is(err, store.ErrInUse), errors.Is(err, store.ErrExists):
+		return &ConflictError{Message: err.Error()}
+	}
+	return err
+}
+
 // CreateUser validates spec, issues a token, a Secret and a first Key, and
 // stores the user. Nothing is written unless everything is valid.
 func (a *App) CreateUser(ctx context.Context, t Tenant, spec *UserSpec) (*policy.APIUser, *Issued, error) {
@@ -250,8 +350,8 @@ func (a *App) CreateUser(ctx context.Context, t Tenant, spec *UserSpec) (*policy
 	now := a.now().UTC()
 	u := &policy.APIUser{Org: org, Product: product, CreatedAt: now, UpdatedAt: now}
 	if spec.Username != nil {
-		if !policy.ValidUserID(*spec.Username) {
-			return nil, nil, fieldErr("username", "%q is not a valid username: 1 to 64 letters, digits and . _ @ + -, starting with a letter or digit", *spec.Username)
+		if err := checkUsername(*spec.Username); err != nil {
+			return nil, nil, err
 		}
 		u.ID = *spec.Username
 	} else {
@@ -270,25 +370,362 @@ func (a *App) CreateUser(ctx context.Context, t Tenant, spec *UserSpec) (*policy
 	u.Keys = []policy.Key{k}
 	if err := a.store.CreateUser(ctx, u); err != nil {
 		if errors.Is(err, store.ErrExists) {
-			return nil, nil, fieldErr("username", "%q is taken: choose another, or leave it out to have one generated", u.ID)
+			return nil, nil, conflictErr("username: %q is taken: choose another, or leave it out to have one generated", u.ID)
 		}
-		return nil, nil, err
+		return nil, nil, storeErr(err, nil)
 	}
 	a.cache.invalidateUser(u.ID)
+	a.auditUserChange(ctx, "create_user", nil, u)
 	return u, &iss, nil
+}
+
+// GetUser returns the user id, if it lives at t (the zero Tenant: anywhere).
+func (a *App) GetUser(ctx context.Context, t Tenant, id string) (*policy.APIUser, error) {
+	if err := checkUsername(id); err != nil {
+		return nil, err
+	}
+	p, err := a.placeOf(t)
+	if err != nil {
+		return nil, err
+	}
+	u, err := a.store.GetUser(ctx, id)
+	if err != nil {
+		return nil, storeErr(err, func() error { return p.notFound(id) })
+	}
+	if !p.holds(u) {
+		return nil, p.notFound(id)
+	}
+	return a.withLastSeen(u), nil
+}
+
+// withLastSeen moves u's LastUsedAt forward to when this process's gateway
+// last saw the user: the store's record is written only every
+// last_used_interval, while the batch waiting for that write and the cache
+// entry know better.
+func (a *App) withLastSeen(u *policy.APIUser) *policy.APIUser {
+	seen := a.touches.pendingFor(u.ID)
+	if cu, ok := a.cache.users.Get(u.ID); ok && cu.p != nil && cu.lastSeen().After(seen) {
+		seen = cu.lastSeen()
+	}
+	if seen.After(u.LastUsedAt) {
+		u.LastUsedAt = seen.UTC()
+	}
+	return u
+}
+
+// pendingFor returns the last-used time of the user id still waiting to be
+// written to the store, or the zero time.
+func (l *lastUsed) pendingFor(id string) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.pending[id]
+}
+
+// ListTeam lists the users at t, ordered by username: an org's org-level
+// users, or one product's users. The zero Tenant lists every user.
+func (a *App) ListTeam(ctx context.Context, t Tenant) ([]*policy.APIUser, error) {
+	p, err := a.placeOf(t)
+	if err != nil {
+		return nil, err
+	}
+	f := store.UserFilter{}
+	if !p.anywhere {
+		f = store.UserFilter{Org: p.org, Product: p.product, ProductSet: true}
+	}
+	users, err := a.store.ListUsers(ctx, f)
+	if err != nil {
+		return nil, storeErr(err, nil)
+	}
+	for _, u := range users {
+		a.withLastSeen(u)
+	}
+	return users, nil
+}
+
+// changeUser runs fn on the user id inside one store transaction, after
+// checking that the user lives at t, and then drops the user's cache entry
+// so the very next gateway request in this process sees the change (other
+// processes see it within their sync interval). fn may run again if a store
+// retries the transaction, so it must set its results afresh each time.
+func (a *App) changeUser(ctx context.Context, t Tenant, id string, fn func(u *policy.APIUser) error) (before, after *policy.APIUser, err error) {
+	if err := checkUsername(id); err != nil {
+		return nil, nil, err
+	}
+	p, err := a.placeOf(t)
+	if err != nil {
+		return nil, nil, err
+	}
+	after, err = a.store.UpdateUser(ctx, id, func(u *policy.APIUser) error {
+		if !p.holds(u) {
+			return p.notFound(id)
+		}
+		before = cloneUser(u)
+		return fn(u)
+	})
+	if err != nil {
+		return nil, nil, storeErr(err, func() error { return p.notFound(id) })
+	}
+	a.cache.invalidateUser(id)
+	return before, after, nil
+}
+
+// UpdateUser applies spec to the user id at t. If the change may let the
+// user's access token do anything it could not do before (see
+// tokenMustChange), the token is replaced in the same transaction and the
+// new value returned; otherwise newToken is "". The old token fails on the
+// very next gateway request.
+func (a *App) UpdateUser(ctx context.Context, t Tenant, id string, spec *UserSpec) (u *policy.APIUser, newToken string, err error) {
+	if spec.Username != nil && *spec.Username != id {
+		return nil, "", fieldErr("username", "a username cannot change (from %q to %q): create a new user and delete this one instead", id, *spec.Username)
+	}
+	before, after, err := a.changeUser(ctx, t, id, func(u *policy.APIUser) error {
+		newToken = ""
+		prev := cloneUser(u)
+		if err := a.applySpec(u, spec); err != nil {
+			return err
+		}
+		if tokenMustChange(prev, u) {
+			newToken = replaceToken(u)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	a.auditUserChange(ctx, "update_user", before, after)
+	return after, newToken, nil
+}
+
+// tokenMustChange is the rule for replacing the access token on an update,
+// after Particle: a leaked old token must never gain anything. The token is
+// replaced when the update
+//
+//   - changes what the user may do, in either direction: scopes, roles,
+//     allowed_endpoints, allow_proxied_users, allowed_proxied_users or
+//     resource_constraints (compared as sets, so reordering is no change);
+//   - or lengthens the token's life: un-retiring, a later or cleared
+//     expires_at, a longer or cleared idle_timeout.
+//
+// It is kept when the update changes only friendly_name or description, or
+// only shortens the user's life: retiring, setting an earlier expires_at or
+// a shorter idle_timeout. Keys and the Secret are never replaced by an
+// update; rotate them with their own routes.
+func tokenMustChange(before, after *policy.APIUser) bool {
+	switch {
+	case !sameSet(before.Scopes, after.Scopes),
+		!sameSet(before.Roles, after.Roles),
+		!sameSet(before.AllowedEndpoints, after.AllowedEndpoints),
+		before.AllowProxiedUsers != after.AllowProxiedUsers,
+		!sameSet(before.AllowedProxiedUsers, after.AllowedProxiedUsers),
+		!sameConstraints(before.ResourceConstraints, after.ResourceConstraints):
+		return true
+	case before.Retired && !after.Retired,
+		later(before.ExpiresAt, after.ExpiresAt),
+		longer(before.IdleTimeout, after.IdleTimeout):
+		return true
+	}
+	return false
+}
+
+// later reports whether expiry b ends after expiry a; zero means never.
+func later(a, b time.Time) bool {
+	if a.IsZero() {
+		return false
+	}
+	return b.IsZero() || b.After(a)
+}
+
+// longer reports whether idle timeout b is longer than a; zero means none.
+func longer(a, b time.Duration) bool {
+	if a == 0 {
+		return false
+	}
+	return b == 0 || b > a
+}
+
+func sameSet[T ~string](a, b []T) bool {
+	x, y := slices.Clone(a), slices.Clone(b)
+	slices.Sort(x)
+	slices.Sort(y)
+	return slices.Equal(slices.Compact(x), slices.Compact(y))
+}
+
+func sameConstraints(a, b map[string][]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, va := range a {
+		vb, ok := b[k]
+		if !ok || !sameSet(va, vb) {
+			return false
+		}
+	}
+	return true
+}
+
+// replaceToken gives u a fresh access token and returns its value.
+func replaceToken(u *policy.APIUser) string {
+	var value string
+	value, u.TokenHash = policy.NewToken()
+	u.TokenID = policy.TokenIDOf(u.TokenHash)
+	return value
+}
+
+// RotateToken replaces the user's access token; the old one fails on the
+// very next gateway request.
+func (a *App) RotateToken(ctx context.Context, t Tenant, id string) (*policy.APIUser, string, error) {
+	var token string
+	before, after, err := a.changeUser(ctx, t, id, func(u *policy.APIUser) error {
+		token = replaceToken(u)
+		return nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	a.auditUserChange(ctx, "rotate_token", before, after)
+	return after, token, nil
+}
+
+// RegenerateSecret replaces the user's Secret; every Key stops working with
+// the old one at once.
+func (a *App) RegenerateSecret(ctx context.Context, t Tenant, id string) (*policy.APIUser, string, error) {
+	var secret string
+	before, after, err := a.changeUser(ctx, t, id, func(u *policy.APIUser) error {
+		secret, u.SecretHash = policy.NewSecret()
+		return nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	a.auditUserChange(ctx, "regenerate_secret", before, after)
+	return after, secret, nil
+}
+
+// KeySpec is what adding a Key may set.
+type KeySpec struct {
+	// ExpiresAt, RFC 3339, ends the new key itself: a temporary key.
+	ExpiresAt string `json:"expires_at,omitempty"`
+	// PreviousKeysExpireAt, RFC 3339, is the end of an overlap window: the
+	// user's other keys keep working until then (or until their own,
+	// earlier expiry) and stop at that moment, so a rotation needs no
+	// second call to delete the old key.
+	PreviousKeysExpireAt string `json:"previous_keys_expire_at,omitempty"`
+}
+
+// maxKeys bounds a user's keys: rotation needs two or three, and a loop
+// that adds keys by mistake should fail before the store fills up.
+const maxKeys = 20
+
+// AddKey gives the user another Key; the existing ones keep working (until
+// spec.PreviousKeysExpireAt, if set).
+func (a *App) AddKey(ctx context.Context, t Tenant, id string, spec KeySpec) (*policy.APIUser, IssuedKey, error) {
+	now := a.now().UTC()
+	expires, err := parseOptionalTime("expires_at", spec.ExpiresAt)
+	if err != nil {
+		return nil, IssuedKey{}, err
+	}
+	if !expires.IsZero() && !expires.After(now) {
+		return nil, IssuedKey{}, fieldErr("expires_at", "%s is not in the future: a key must be valid for some time", spec.ExpiresAt)
+	}
+	othersEnd, err := parseOptionalTime("previous_keys_expire_at", spec.PreviousKeysExpireAt)
+	if err != nil {
+		return nil, IssuedKey{}, err
+	}
+	if !othersEnd.IsZero() && !othersEnd.After(now) {
+		return nil, IssuedKey{}, fieldErr("previous_keys_expire_at", "%s is not in the future: to stop a key now, delete it", spec.PreviousKeysExpireAt)
+	}
+	var issued IssuedKey
+	before, after, err := a.changeUser(ctx, t, id, func(u *policy.APIUser) error {
+		if len(u.Keys) >= maxKeys {
+			return conflictErr("API user %q has %d keys, the most it may have: delete one first", id, len(u.Keys))
+		}
+		if !othersEnd.IsZero() {
+			for i := range u.Keys {
+				if k := &u.Keys[i]; k.ExpiresAt.IsZero() || k.ExpiresAt.After(othersEnd) {
+					k.ExpiresAt = othersEnd
+				}
+			}
+		}
+		value, k := policy.NewKey(now)
+		k.ExpiresAt = expires
+		u.Keys = append(u.Keys, k)
+		issued = IssuedKey{ID: k.ID, Value: value}
+		if !expires.IsZero() {
+			issued.ExpiresAt = &expires
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, IssuedKey{}, err
+	}
+	a.auditUserChange(ctx, "add_key", before, after, "key_id", issued.ID)
+	return after, issued, nil
+}
+
+// DeleteKey removes one of the user's Keys; it stops working at once.
+// Deleting the last key is allowed, as in Momentus, where deleting keys is
+// the way to lock an application out: the user then authenticates only
+// with its access token until a key is added.
+func (a *App) DeleteKey(ctx context.Context, t Tenant, id, keyID string) (*policy.APIUser, error) {
+	if !policy.ValidKeyID(keyID) {
+		return nil, fieldErr("key_id", "%q is not a key ID: 16 lowercase hexadecimal digits, as listed in the user's keys", keyID)
+	}
+	before, after, err := a.changeUser(ctx, t, id, func(u *policy.APIUser) error {
+		i := slices.IndexFunc(u.Keys, func(k policy.Key) bool { return k.ID == keyID })
+		if i < 0 {
+			return &NotFoundError{Message: fmt.Sprintf("API user %q has no key %q", id, keyID)}
+		}
+		u.Keys = slices.Delete(u.Keys, i, i+1)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.auditUserChange(ctx, "delete_key", before, after, "key_id", keyID)
+	return after, nil
 }
 
 // DeleteUser removes a user and all its credentials; they stop working at
 // once in this process and within the sync interval elsewhere.
 func (a *App) DeleteUser(ctx context.Context, id string) error {
-	err := a.store.DeleteUser(ctx, id)
-	a.cache.invalidateUser(id)
+	_, err := a.DeleteUserAt(ctx, Tenant{}, id)
 	return err
 }
 
-// ListUsers lists users of an org (all its users, or one product's).
-func (a *App) ListUsers(ctx context.Context, f store.UserFilter) ([]*policy.APIUser, error) {
-	return a.store.ListUsers(ctx, f)
+// DeleteUserAt removes the user id if it lives at t, and returns it as it
+// was. The store deletes by ID only, so a user deleted and re-created
+// elsewhere between the check and the delete would be deleted too; IDs
+// are not reused in practice, and both steps are audited.
+func (a *App) DeleteUserAt(ctx context.Context, t Tenant, id string) (*policy.APIUser, error) {
+	u, err := a.GetUser(ctx, t, id)
+	if err != nil {
+		return nil, err
+	}
+	err = a.store.DeleteUser(ctx, id)
+	a.cache.invalidateUser(id)
+	if err != nil {
+		return nil, storeErr(err, func() error { return &NotFoundError{Message: fmt.Sprintf("no API user %q", id)} })
+	}
+	a.auditUserChange(ctx, "delete_user", u, nil)
+	return u, nil
+}
+
+// cloneUser copies u deeply enough that changes to the copy's slices and
+// map never reach u.
+func cloneUser(u *policy.APIUser) *policy.APIUser {
+	c := *u
+	c.Scopes = slices.Clone(u.Scopes)
+	c.Roles = slices.Clone(u.Roles)
+	c.AllowedEndpoints = slices.Clone(u.AllowedEndpoints)
+	c.AllowedProxiedUsers = slices.Clone(u.AllowedProxiedUsers)
+	c.Keys = slices.Clone(u.Keys)
+	if u.ResourceConstraints != nil {
+		c.ResourceConstraints = make(map[string][]string, len(u.ResourceConstraints))
+		for k, v := range u.ResourceConstraints {
+			c.ResourceConstraints[k] = slices.Clone(v)
+		}
+	}
+	return &c
 }
 
 // productLabel is the product ID as text, or "" for an org user.
@@ -297,4 +734,52 @@ func productLabel(id int64) string {
 		return ""
 	}
 	return strconv.FormatInt(id, 10)
+}
+
+// auditUserChange writes the audit record of a change to an API user:
+// who (the actor), what (action), to whom, and the user before and after
+// as views, which hold no secret or token value, only public IDs. extra
+// are more string fields as key, value pairs, such as the key ID.
+func (a *App) auditUserChange(ctx context.Context, action string, before, after *policy.APIUser, extra ...string) {
+	u := after
+	if u == nil {
+		u = before
+	}
+	fields := []zap.Field{zap.String("api_user", u.ID), zap.String("org", u.Org)}
+	if u.Product != 0 {
+		fields = append(fields, zap.String("product", productLabel(u.Product)))
+	}
+	if before != nil {
+		fields = append(fields, zap.Any("before", viewOf(before)))
+	}
+	if after != nil {
+		fields = append(fields, zap.Any("after", viewOf(after)))
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		fields = append(fields, zap.String(extra[i], extra[i+1]))
+	}
+	a.auditChange(ctx, action, fields...)
+}
+
+// auditChange writes one management audit record to the logger
+// http.handlers.api_users.audit, beside the gateway's decisions. Its "by"
+// field names the caller: the identity the admin handler's actor option
+// resolved, or the client address when no authentication handler named
+// one. ("actor" is kept for the gateway records' actor kind.)
+func (a *App) auditChange(ctx context.Context, action string, fields ...zap.Field) {
+	act := actorFrom(ctx)
+	who := act.ID
+	if who == "" {
+		who = act.ClientIP
+	}
+	if who == "" {
+		who = "unknown"
+	}
+	all := make([]zap.Field, 0, len(fields)+3)
+	all = append(all, zap.String("by", who), zap.String("action", action))
+	all = append(all, fields...)
+	if act.ClientIP != "" {
+		all = append(all, zap.String("client_ip", act.ClientIP))
+	}
+	a.audit.Info("management change", all...)
 }

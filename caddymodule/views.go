@@ -1,8 +1,10 @@
 package caddymodule
 
 import (
+	"slices"
 	"time"
 
+	"github.com/apiusers/caddy-api-users/caddymodule/store"
 	"github.com/apiusers/caddy-api-users/policy"
 )
 
@@ -39,6 +41,13 @@ type KeyView struct {
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 }
 
+// UpdatedView is an updated user; Tokens carries the new access token,
+// shown this once, when the update replaced it, and is absent otherwise.
+type UpdatedView struct {
+	UserView
+	Tokens []TokenView `json:"tokens,omitempty"`
+}
+
 // CreatedView is a created user plus its credentials, shown this once.
 type CreatedView struct {
 	UserView
@@ -54,8 +63,9 @@ type TokenView struct {
 
 // IssuedKey is an issued key, with its value.
 type IssuedKey struct {
-	ID    string `json:"id"`
-	Value string `json:"value"`
+	ID        string     `json:"id"`
+	Value     string     `json:"value"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 }
 
 func viewOf(u *policy.APIUser) UserView {
@@ -66,19 +76,19 @@ func viewOf(u *policy.APIUser) UserView {
 		Description:         u.Description,
 		Org:                 u.Org,
 		Scopes:              make([]string, 0, len(u.Scopes)),
-		Roles:               nonNil(u.Roles),
-		AllowedEndpoints:    nonNil(u.AllowedEndpoints),
+		Roles:               nonNil(slices.Clone(u.Roles)),
+		AllowedEndpoints:    nonNil(slices.Clone(u.AllowedEndpoints)),
 		AllowProxiedUsers:   u.AllowProxiedUsers,
-		AllowedProxiedUsers: nonNil(u.AllowedProxiedUsers),
-		ResourceConstraints: u.ResourceConstraints,
+		AllowedProxiedUsers: nonNil(slices.Clone(u.AllowedProxiedUsers)),
+		ResourceConstraints: make(map[string][]string, len(u.ResourceConstraints)),
 		Retired:             u.Retired,
 		CreatedAt:           u.CreatedAt,
 		UpdatedAt:           u.UpdatedAt,
 		TokenID:             u.TokenID,
 		Keys:                make([]KeyView, 0, len(u.Keys)),
 	}
-	if v.ResourceConstraints == nil {
-		v.ResourceConstraints = map[string][]string{}
+	for name, values := range u.ResourceConstraints {
+		v.ResourceConstraints[name] = nonNil(slices.Clone(values))
 	}
 	if u.Product != 0 {
 		p := u.Product
@@ -124,4 +134,56 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+// Where a role, org or product is defined: the api_users config, which the
+// management API and the CLI only read, or the store, where they manage it.
+const (
+	SourceConfig = "config"
+	SourceStore  = "store"
+)
+
+// RoleView is a role as the management API and the CLI show it.
+type RoleView struct {
+	Name        string   `json:"name"`
+	Description string   `json:"description"`
+	Scopes      []string `json:"scopes"`
+	Source      string   `json:"source"`
+}
+
+func roleView(r store.Role) RoleView {
+	return RoleView{Name: r.Name, Description: r.Description, Scopes: nonNil(slices.Clone(r.Scopes)), Source: SourceStore}
+}
+
+// OrgView is an org with its products.
+type OrgView struct {
+	ID       string        `json:"id"`
+	Slug     string        `json:"slug"`
+	Source   string        `json:"source"`
+	Products []ProductView `json:"products"`
+}
+
+// ProductView is a product of an org.
+type ProductView struct {
+	ID     int64  `json:"id"`
+	Slug   string `json:"slug"`
+	Org    string `json:"org"`
+	Source string `json:"source"`
+}
+
+// EndpointView is an endpoint of the gateway's catalog, which only the
+// config defines.
+type EndpointView struct {
+	Name    string   `json:"name"`
+	Methods []string `json:"methods"`
+	Path    string   `json:"path"`
+	Scope   string   `json:"scope"`
+}
+
+func endpointViews(c *policy.Catalog) []EndpointView {
+	out := []EndpointView{}
+	for _, e := range c.Endpoints() {
+		out = append(out, EndpointView{Name: e.Name, Methods: slices.Clone(e.Methods), Path: e.Path, Scope: string(e.Scope)})
+	}
+	return out
 }

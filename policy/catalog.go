@@ -43,6 +43,12 @@ type Endpoint struct {
 	index int      // position in the configuration
 }
 
+// Index is the endpoint's position in the list given to NewCatalog, so that
+// callers may keep per-endpoint tables (such as pre-resolved metrics) in a
+// slice instead of a map. Every catalog built from the same list gives each
+// endpoint the same index.
+func (e *Endpoint) Index() int { return e.index }
+
 // VarNames returns the names of the endpoint's path variables, in order.
 // It returns nil for an endpoint that did not come from a Catalog.
 func (e *Endpoint) VarNames() []string { return slices.Clone(e.tmpl.names) }

@@ -136,3 +136,40 @@ func decodeConstraints(what, text string) (map[string][]string, error) {
 	}
 	return m, nil
 }
+
+// userText is a user's list and map columns as the store keeps them: JSON
+// text.
+type userText struct {
+	scopes, roles, endpoints, proxied, constraints string
+}
+
+// decodeUserColumns fills u's lists, constraints and hashes from the
+// columns both stores keep the same way. A column that does not decode is
+// an error naming the user and the column: a damaged row never becomes a
+// user with fewer checks.
+func decodeUserColumns(u *policy.APIUser, t userText, tokenHash, secretHash []byte) error {
+	what := func(field string) string { return fmt.Sprintf("the %s of API user %q", field, u.ID) }
+	var err error
+	if u.Scopes, err = decodeList[policy.Scope](what("scopes"), t.scopes); err != nil {
+		return err
+	}
+	if u.Roles, err = decodeList[string](what("roles"), t.roles); err != nil {
+		return err
+	}
+	if u.AllowedEndpoints, err = decodeList[string](what("allowed endpoints"), t.endpoints); err != nil {
+		return err
+	}
+	if u.AllowedProxiedUsers, err = decodeList[string](what("allowed proxied users"), t.proxied); err != nil {
+		return err
+	}
+	if u.ResourceConstraints, err = decodeConstraints(what("resource constraints"), t.constraints); err != nil {
+		return err
+	}
+	if u.TokenHash, err = decodeHash(what("token hash"), tokenHash); err != nil {
+		return err
+	}
+	if u.SecretHash, err = decodeHash(what("secret hash"), secretHash); err != nil {
+		return err
+	}
+	return nil
+}

@@ -82,27 +82,7 @@ func scanUser(row rowScanner) (*policy.APIUser, error) {
 	u.UpdatedAt = decodeTime(updated)
 	u.LastUsedAt = decodeTime(lastUsed)
 
-	what := func(field string) string { return fmt.Sprintf("the %s of API user %q", field, u.ID) }
-	var err error
-	if u.Scopes, err = decodeList[policy.Scope](what("scopes"), scopes); err != nil {
-		return nil, err
-	}
-	if u.Roles, err = decodeList[string](what("roles"), roles); err != nil {
-		return nil, err
-	}
-	if u.AllowedEndpoints, err = decodeList[string](what("allowed endpoints"), endpoints); err != nil {
-		return nil, err
-	}
-	if u.AllowedProxiedUsers, err = decodeList[string](what("allowed proxied users"), proxied); err != nil {
-		return nil, err
-	}
-	if u.ResourceConstraints, err = decodeConstraints(what("resource constraints"), constraints); err != nil {
-		return nil, err
-	}
-	if u.TokenHash, err = decodeHash(what("token hash"), tokenHash); err != nil {
-		return nil, err
-	}
-	if u.SecretHash, err = decodeHash(what("secret hash"), secretHash); err != nil {
+	if err := decodeUserColumns(&u, userText{scopes, roles, endpoints, proxied, constraints}, tokenHash, secretHash); err != nil {
 		return nil, err
 	}
 	return &u, nil

@@ -1,11 +1,12 @@
 // Package store keeps API users, their credentials' hashes, roles, orgs and
-// products. The Store interface is implemented by SQLite now (the embedded,
-// zero-configuration default) and by PostgreSQL later (shared by several
-// gateway nodes), and both must pass the behaviour suite in storetest. Every
+// products. The Store interface is implemented by SQLite (the embedded,
+// zero-configuration default) and by PostgreSQL (shared by several gateway
+// nodes), and both must pass the behaviour suite in storetest. Every
 // mutation is one transaction that also appends a change record, so other
-// processes and nodes learn what changed by polling Changes and invalidate
-// their caches; a write that is acknowledged has been committed durably, and
-// two writers changing the same user concurrently never lose either change.
+// processes and nodes learn what changed by polling Changes (and, with
+// PostgreSQL, at once through ChangeListener) and invalidate their caches;
+// a write that is acknowledged has been committed durably, and two writers
+// changing the same user concurrently never lose either change.
 package store
 
 import (
@@ -128,4 +129,18 @@ type Store interface {
 	// and foreign_key_check).
 	Check(ctx context.Context) error
 	Close() error
+}
+
+// ChangeListener is a Store that announces committed changes as they
+// happen, so a follower need not wait for its next poll of Changes.
+// PostgreSQL does, with LISTEN/NOTIFY.
+type ChangeListener interface {
+	// ListenChanges subscribes on a connection of its own, calls ready once
+	// the subscription is in place, and then changed after every committed
+	// change, until ctx is done or the connection fails; it returns why it
+	// stopped. Announcements made while no subscription is in place are
+	// lost, so a follower reads Changes after each ready. changed may be
+	// called once for several changes, and must not block. Both are called
+	// on the goroutine that called ListenChanges.
+	ListenChanges(ctx context.Context, ready, changed func()) error
 }

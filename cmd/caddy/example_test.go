@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -57,10 +56,10 @@ func TestExampleQuickStart(t *testing.T) {
 	}
 	env := append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"), "HOME="+dir)
 
-	var serverLog bytes.Buffer
+	serverLog := &syncBuffer{}
 	server := exec.Command(bin, "run", "--config", cfgPath)
 	server.Env = env
-	server.Stdout, server.Stderr = &serverLog, &serverLog
+	server.Stdout, server.Stderr = serverLog, serverLog
 	if err := server.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,437 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/apiusers/caddy-api-users/policy"
+)
+
+var (
+	pgInsertUserSQL = func() string {
+		binds := make([]string, len(userFields)+1)
+		for i := range binds {
+			binds[i] = fmt.Sprintf("$%d", i+1)
+		}
+		return "INSERT INTO users (" + userColumns + ") VALUES (" + strings.Join(binds, ", ") + ")"
+	}()
+	pgUpdateUserSQL = func() string {
+		sets := make([]string, len(userFields))
+		for i, f := range userFields {
+			sets[i] = fmt.Sprintf("%s = $%d", f, i+1)
+		}
+		n := len(userFields)
+		return fmt.Sprintf("UPDATE users SET %s WHERE id = $%d AND version = $%d", strings.Join(sets, ", "), n+1, n+2)
+	}()
+
+	// pgSelectUsers reads users with their keys in one statement, so what
+	// it returns is one consistent snapshot without a transaction. The
+	// keys come as arrays in each user's order.
+	pgSelectUsers = `SELECT u.id, u.org, u.product, u.friendly_name, u.description,
+	u.scopes, u.roles, u.allowed_endpoints, u.allow_proxied_users, u.allowed_proxied_users,
+	u.resource_constraints, u.retired, u.expires_at, u.idle_timeout_ns,
+	u.created_at, u.updated_at, u.last_used_at, u.version,
+	u.token_hash, u.token_id, u.secret_hash,
+	k.ids, k.hashes, k.created, k.expires
+FROM users u
+CROSS JOIN LATERAL (
+	SELECT array_agg(id ORDER BY pos) AS ids, array_agg(hash ORDER BY pos) AS hashes,
+		array_agg(created_at ORDER BY pos) AS created, array_agg(expires_at ORDER BY pos) AS expires
+	FROM keys WHERE keys.user_id = u.id
+) k`
+)
+
+// pgUserArgs encodes u's fields in userFields order, in the types of the
+// PostgreSQL schema.
+func pgUserArgs(u *policy.APIUser) ([]any, error) {
+	var e encoder
+	args := []any{
+		u.Org, u.Product, u.FriendlyName, u.Description,
+		encodeList(&e, "scopes", u.Scopes),
+		encodeList(&e, "roles", u.Roles),
+		encodeList(&e, "allowed endpoints", u.AllowedEndpoints),
+		u.AllowProxiedUsers,
+		encodeList(&e, "allowed proxied users", u.AllowedProxiedUsers),
+		encodeConstraints(&e, u.ResourceConstraints),
+		u.Retired,
+		pgTime(u.ExpiresAt),
+		int64(u.IdleTimeout),
+		pgTime(u.CreatedAt),
+		pgTime(u.UpdatedAt),
+		pgTime(u.LastUsedAt),
+		u.Version,
+		e.hash(u.TokenHash),
+		u.TokenID,
+		e.hash(u.SecretHash),
+	}
+	if e.err != nil {
+		return nil, fmt.Errorf("API user %q: %w", u.ID, e.err)
+	}
+	return args, nil
+}
+
+// pgScanUser reads one row of pgSelectUsers.
+func pgScanUser(row pgx.Row) (*policy.APIUser, error) {
+	var (
+		u                                              policy.APIUser
+		scopes, roles, endpoints, proxied, constraints string
+		expires, created, updated, lastUsed            pgtype.Timestamptz
+		idle                                           int64
+		tokenHash, secretHash                          []byte
+		keyIDs                                         []string
+		keyHashes                                      [][]byte
+		keyCreated, keyExpires                         []pgtype.Timestamptz
+	)
+	if err := row.Scan(&u.ID, &u.Org, &u.Product, &u.FriendlyName, &u.Description,
+		&scopes, &roles, &endpoints, &u.AllowProxiedUsers, &proxied,
+		&constraints, &u.Retired, &expires, &idle,
+		&created, &updated, &lastUsed, &u.Version,
+		&tokenHash, &u.TokenID, &secretHash,
+		&keyIDs, &keyHashes, &keyCreated, &keyExpires); err != nil {
+		return nil, err
+	}
+	u.ExpiresAt = pgDecodeTime(expires)
+	u.IdleTimeout = time.Duration(idle)
+	u.CreatedAt = pgDecodeTime(created)
+	u.UpdatedAt = pgDecodeTime(updated)
+	u.LastUsedAt = pgDecodeTime(lastUsed)
+
+	if err := decodeUserColumns(&u, userText{scopes, roles, endpoints, proxied, constraints}, tokenHash, secretHash); err != nil {
+		return nil, err
+	}
+	if len(keyIDs) != len(keyHashes) || len(keyIDs) != len(keyCreated) || len(keyIDs) != len(keyExpires) {
+		return nil, fmt.Errorf("reading the keys of API user %q: the key columns disagree in length", u.ID)
+	}
+	for i, id := range keyIDs {
+		k := policy.Key{ID: id, CreatedAt: pgDecodeTime(keyCreated[i]), ExpiresAt: pgDecodeTime(keyExpires[i])}
+		var err error
+		if k.Hash, err = decodeHash(fmt.Sprintf("key %q of API user %q", id, u.ID), keyHashes[i]); err != nil {
+			return nil, err
+		}
+		u.Keys = append(u.Keys, k)
+	}
+	return &u, nil
+}
+
+// pgGetUser reads one user with its keys; forUpdate also locks its row
+// until the transaction ends.
+func pgGetUser(ctx context.Context, q pgQuerier, id string, forUpdate bool) (*policy.APIUser, error) {
+	query := pgSelectUsers + " WHERE u.id = $1"
+	if forUpdate {
+		query += " FOR UPDATE OF u"
+	}
+	u, err := pgScanUser(q.QueryRow(ctx, query, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("API user %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading API user %q: %w", id, err)
+	}
+	return u, nil
+}
+
+// pgCheckTenancy makes sure u's org exists and its product, if any, is
+// one of that org's (see checkTenancy).
+func pgCheckTenancy(ctx context.Context, tx pgx.Tx, u *policy.APIUser) error {
+	var n int
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM orgs WHERE id = $1`, u.Org).Scan(&n); err != nil {
+		return fmt.Errorf("API user %q: reading its org: %w", u.ID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("API user %q: org %q: %w (create the org first)", u.ID, u.Org, ErrNotFound)
+	}
+	if u.Product == 0 {
+		return nil
+	}
+	var org string
+	err := tx.QueryRow(ctx, `SELECT org FROM products WHERE id = $1`, u.Product).Scan(&org)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("API user %q: product %d: %w (create the product first)", u.ID, u.Product, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("API user %q: reading its product: %w", u.ID, err)
+	}
+	if org != u.Org {
+		return fmt.Errorf("API user %q: product %d belongs to org %q, not %q: %w", u.ID, u.Product, org, u.Org, ErrNotFound)
+	}
+	return nil
+}
+
+// pgWriteKeys replaces a user's keys with keys, in their order, in one
+// statement.
+func pgWriteKeys(ctx context.Context, tx pgx.Tx, userID string, keys []policy.Key) error {
+	if _, err := tx.Exec(ctx, `DELETE FROM keys WHERE user_id = $1`, userID); err != nil {
+		return fmt.Errorf("API user %q: replacing its keys: %w", userID, err)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	var e encoder
+	ids := make([]string, len(keys))
+	pos := make([]int32, len(keys))
+	hashes := make([][]byte, len(keys))
+	created := make([]pgtype.Timestamptz, len(keys))
+	expires := make([]pgtype.Timestamptz, len(keys))
+	for i, k := range keys {
+		ids[i], pos[i] = k.ID, int32(i)
+		if h := e.hash(k.Hash); h != nil {
+			hashes[i] = h.([]byte)
+		}
+		created[i], expires[i] = pgTimestamptz(k.CreatedAt), pgTimestamptz(k.ExpiresAt)
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO keys (id, user_id, pos, hash, created_at, expires_at)
+		SELECT k.id, $1, k.pos, k.hash, k.created_at, k.expires_at
+		FROM unnest($2::text[], $3::integer[], $4::bytea[], $5::timestamptz[], $6::timestamptz[])
+			AS k (id, pos, hash, created_at, expires_at)`,
+		userID, ids, pos, hashes, created, expires)
+	if constraint, ok := isPgError(err, pgUniqueViolation); ok && constraint == "keys_pkey" {
+		return fmt.Errorf("API user %q: one of its key IDs (%s) is another user's: %w", userID, strings.Join(ids, ", "), ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("API user %q: writing its keys: %w", userID, err)
+	}
+	return nil
+}
+
+// pgUserConflict explains a unique violation on the users table.
+func pgUserConflict(u *policy.APIUser, err error) error {
+	if constraint, _ := isPgError(err, pgUniqueViolation); constraint == "users_token_hash_key" {
+		return fmt.Errorf("API user %q: its access token hash is another user's: %w", u.ID, ErrExists)
+	}
+	return fmt.Errorf("API user %q: %w", u.ID, ErrExists)
+}
+
+// CreateUser implements Store.
+func (s *Postgres) CreateUser(ctx context.Context, u *policy.APIUser) error {
+	if u == nil {
+		return errors.New("creating an API user: no user given")
+	}
+	if err := validateUser(u); err != nil {
+		return err
+	}
+	c := *u
+	c.Version = 1
+	if c.CreatedAt.IsZero() {
+		c.CreatedAt = s.now()
+	}
+	if c.UpdatedAt.IsZero() {
+		c.UpdatedAt = c.CreatedAt
+	}
+	args, err := pgUserArgs(&c)
+	if err != nil {
+		return err
+	}
+	err = s.write(ctx, func(tx pgx.Tx) error {
+		var n int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM users WHERE id = $1`, c.ID).Scan(&n); err != nil {
+			return fmt.Errorf("creating API user %q: %w", c.ID, err)
+		}
+		if n > 0 {
+			return fmt.Errorf("API user %q: %w", c.ID, ErrExists)
+		}
+		if err := pgCheckTenancy(ctx, tx, &c); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, pgInsertUserSQL, append([]any{c.ID}, args...)...)
+		if _, ok := isPgError(err, pgUniqueViolation); ok {
+			return pgUserConflict(&c, err)
+		}
+		if err != nil {
+			return fmt.Errorf("creating API user %q: %w", c.ID, err)
+		}
+		if err := pgWriteKeys(ctx, tx, c.ID, c.Keys); err != nil {
+			return err
+		}
+		return s.appendChange(ctx, tx, ChangeUser, c.ID)
+	})
+	if err != nil {
+		return err
+	}
+	u.Version, u.CreatedAt, u.UpdatedAt = c.Version, c.CreatedAt, c.UpdatedAt
+	return nil
+}
+
+// GetUser implements Store.
+func (s *Postgres) GetUser(ctx context.Context, id string) (*policy.APIUser, error) {
+	return pgGetUser(ctx, s.pool, id, false)
+}
+
+// UserIDByTokenHash implements Store. The zero hash, which users without a
+// token have, matches nobody.
+func (s *Postgres) UserIDByTokenHash(ctx context.Context, h policy.Hash) (string, error) {
+	if h.IsZero() {
+		return "", fmt.Errorf("access token: %w", ErrNotFound)
+	}
+	var id string
+	err := s.pool.QueryRow(ctx, `SELECT id FROM users WHERE token_hash = $1`, h[:]).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("access token: %w", ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("looking up an access token: %w", err)
+	}
+	return id, nil
+}
+
+// ListUsers implements Store.
+func (s *Postgres) ListUsers(ctx context.Context, f UserFilter) ([]*policy.APIUser, error) {
+	if f.Limit < 0 {
+		return nil, fmt.Errorf("listing API users: negative limit %d", f.Limit)
+	}
+	if f.ProductSet && f.Product < 0 {
+		return nil, fmt.Errorf("listing API users: negative product ID %d", f.Product)
+	}
+	var conds []string
+	var args []any
+	bind := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	if f.Org != "" {
+		conds = append(conds, "u.org = "+bind(f.Org))
+	}
+	if f.ProductSet {
+		conds = append(conds, "u.product = "+bind(f.Product))
+	}
+	if f.After != "" {
+		conds = append(conds, "u.id > "+bind(f.After))
+	}
+	q := pgSelectUsers
+	if len(conds) > 0 {
+		q += " WHERE " + strings.Join(conds, " AND ")
+	}
+	q += " ORDER BY u.id"
+	if f.Limit > 0 {
+		q += " LIMIT " + bind(f.Limit)
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing API users: %w", err)
+	}
+	defer rows.Close()
+	var users []*policy.APIUser
+	for rows.Next() {
+		u, err := pgScanUser(rows)
+		if err != nil {
+			return nil, fmt.Errorf("listing API users: %w", err)
+		}
+		users = append(users, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing API users: %w", err)
+	}
+	return users, nil
+}
+
+// CountUsers implements Store.
+func (s *Postgres) CountUsers(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM users`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting API users: %w", err)
+	}
+	return n, nil
+}
+
+// UpdateUser implements Store.
+func (s *Postgres) UpdateUser(ctx context.Context, id string, fn func(u *policy.APIUser) error) (*policy.APIUser, error) {
+	var stored *policy.APIUser
+	err := s.write(ctx, func(tx pgx.Tx) error {
+		// The write lock keeps other writers out, and FOR UPDATE keeps
+		// TouchUsers from changing the row between this read and the
+		// write below.
+		u, err := pgGetUser(ctx, tx, id, true)
+		if err != nil {
+			return err
+		}
+		read := u.Version
+		if err := fn(u); err != nil {
+			return err
+		}
+		if u.ID != id {
+			return fmt.Errorf("API user %q: its ID cannot change (to %q); create a new user and delete this one instead", id, u.ID)
+		}
+		if err := validateUser(u); err != nil {
+			return err
+		}
+		if err := pgCheckTenancy(ctx, tx, u); err != nil {
+			return err
+		}
+		u.Version = read + 1
+		u.UpdatedAt = s.now()
+		args, err := pgUserArgs(u)
+		if err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, pgUpdateUserSQL, append(args, id, read)...)
+		if _, ok := isPgError(err, pgUniqueViolation); ok {
+			return pgUserConflict(u, err)
+		}
+		if err != nil {
+			return fmt.Errorf("updating API user %q: %w", id, err)
+		}
+		if tag.RowsAffected() != 1 {
+			return fmt.Errorf("API user %q changed while it was being updated: %w", id, ErrConflict)
+		}
+		if err := pgWriteKeys(ctx, tx, id, u.Keys); err != nil {
+			return err
+		}
+		if err := s.appendChange(ctx, tx, ChangeUser, id); err != nil {
+			return err
+		}
+		stored, err = pgGetUser(ctx, tx, id, false)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return stored, nil
+}
+
+// DeleteUser implements Store. Its keys go by ON DELETE CASCADE.
+func (s *Postgres) DeleteUser(ctx context.Context, id string) error {
+	return s.write(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `DELETE FROM users WHERE id = $1`, id)
+		if err != nil {
+			return fmt.Errorf("deleting API user %q: %w", id, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("API user %q: %w", id, ErrNotFound)
+		}
+		return s.appendChange(ctx, tx, ChangeUser, id)
+	})
+}
+
+// TouchUsers implements Store. It does not take the write lock: it only
+// moves last-used times forward, row by row. The rows are updated in ID
+// order, one batch in one transaction, so two nodes flushing at once lock
+// them in the same order and cannot deadlock.
+func (s *Postgres) TouchUsers(ctx context.Context, lastUsed map[string]time.Time) error {
+	ids := make([]string, 0, len(lastUsed))
+	for id, t := range lastUsed {
+		if !t.IsZero() {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	slices.Sort(ids)
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var b pgx.Batch
+		for _, id := range ids {
+			b.Queue(`UPDATE users SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)`,
+				lastUsed[id].UTC(), id)
+		}
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+			return fmt.Errorf("recording the last-used times of %d API users: %w", len(ids), err)
+		}
+		return nil
+	})
+}
