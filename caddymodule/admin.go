@@ -159,7 +159,8 @@ func (h *Admin) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 	hdr.Set("Cache-Control", "no-store")
 	hdr.Set("X-Content-Type-Options", "nosniff")
 
-	if id, _ := caddyhttp.GetVar(r.Context(), apiUserVarKey).(string); id != "" {
+	if ai, _ := caddyhttp.GetVar(r.Context(), apiUserVarKey).(*authInfo); ai != nil {
+		id := ai.id
 		h.app.audit.Info("management request refused",
 			zap.String("actor", ActorAPIUser), zap.String("api_user", id),
 			zap.String("reason", "api_user_forbidden"), zap.String("method", r.Method),

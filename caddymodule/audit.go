@@ -105,22 +105,3 @@ func (a *App) writeAudit(rec *auditRecord, reason policy.Reason) {
 		zap.String("client_ip", rec.clientIP),
 	)
 }
-
-// accessLogFields are what the gateway adds to Caddy's access log entry of
-// an allowed request, next to Caddy's own user_id: the API user's org, its
-// product when it is product-scoped, and the proxied user when there is
-// one. The names follow the headers the upstream receives.
-type accessLogFields struct {
-	org, product, proxiedUser string
-}
-
-func (f accessLogFields) MarshalLogObject(enc zapcore.ObjectEncoder) error {
-	enc.AddString("api_user_org", f.org)
-	if f.product != "" {
-		enc.AddString("api_user_product", f.product)
-	}
-	if f.proxiedUser != "" {
-		enc.AddString("proxied_user", f.proxiedUser)
-	}
-	return nil
-}

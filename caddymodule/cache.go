@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"encoding/binary"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,7 @@ type principalCache struct {
 // and the last time this process saw it make a request.
 type cachedUser struct {
 	p        *policy.Principal
+	product  string // p.User.Product in decimal, "" for an org user
 	epoch    uint64
 	lastUsed atomic.Int64 // unix nanoseconds
 	queuedAt atomic.Int64 // when lastUsed was last queued for the store
@@ -92,6 +94,9 @@ func (c *principalCache) user(id string, load func() (*policy.Principal, error))
 			return nil, err
 		}
 		cu := &cachedUser{p: p, epoch: epoch}
+		if p != nil && p.User.Product != 0 {
+			cu.product = strconv.FormatInt(p.User.Product, 10)
+		}
 		ttl := c.ttl
 		if p == nil {
 			ttl = c.negativeTTL

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/apiusers/caddy-api-users/policy"
 )
@@ -169,8 +171,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	switch cred.Kind {
 	case policy.BearerToken:
 		h := policy.HashOf(cred.Token)
-		rec.credentialID = policy.TokenIDOf(h)
 		cu, err = app.principalByToken(r.Context(), h)
+		if cu != nil && cu.p != nil && cu.p.User.TokenID != "" {
+			rec.credentialID = cu.p.User.TokenID // computed once, at issue
+		} else {
+			rec.credentialID = policy.TokenIDOf(h)
+		}
 	case policy.KeyAndSecret:
 		rec.credentialID, _ = policy.KeyIDOf(cred.Key)
 		cu, err = app.principal(r.Context(), cred.UserID)
@@ -227,37 +233,25 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	g.headers.strip(r.Header, false)
 	g.headers.guardTrailers(r)
 	u := p.User
-	r.Header[HeaderAPIUser] = []string{u.ID}
-	r.Header[HeaderAPIUserOrg] = []string{u.Org}
-	product := ""
-	if u.Product != 0 {
-		product = strconv.FormatInt(u.Product, 10)
-		r.Header[HeaderAPIUserProduct] = []string{product}
+	ai := &authInfo{
+		id: u.ID, org: u.Org, product: cu.product, proxiedUser: d.ProxiedUser,
+		acting: u.ID, endpoint: d.Endpoint.Name, credentialID: rec.credentialID,
 	}
-	rec.product = product
-	acting := u.ID
 	if d.ProxiedUser != "" {
-		r.Header[g.headers.proxiedCanon] = []string{d.ProxiedUser}
-		acting = d.ProxiedUser
+		ai.acting = d.ProxiedUser
 		rec.actingFor = d.ProxiedUser
 	}
-	r.Header[HeaderActingUser] = []string{acting}
-
+	rec.product = ai.product
+	ai.setHeaders(r.Header, g.headers.proxiedCanon)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	repl.Set("http.auth.user.id", u.ID)
-	repl.Set("http.auth.user.org", u.Org)
-	repl.Set("http.auth.user.product", product)
-	repl.Set("http.auth.user.proxied_user", d.ProxiedUser)
-	repl.Set("http.auth.user.acting_user", acting)
-	repl.Set("http.auth.user.endpoint", d.Endpoint.Name)
-	repl.Set("http.auth.user.credential_id", rec.credentialID)
-	caddyhttp.SetVar(r.Context(), apiUserVarKey, u.ID)
+	repl.Map(ai.placeholder)
+	caddyhttp.SetVar(r.Context(), apiUserVarKey, ai)
 
 	// Caddy's access log names the user by {http.auth.user.id} (its
 	// user_id field); these add where the user belongs and for whom it
 	// acts, in one field so the access log's field list grows once.
 	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
-		extra.Add(zap.Inline(accessLogFields{org: u.Org, product: product, proxiedUser: d.ProxiedUser}))
+		extra.Add(zap.Inline(ai))
 	}
 
 	rec.status = http.StatusOK
@@ -312,8 +306,76 @@ var userPlaceholders = []string{
 
 // apiUserVarKey marks a request the gateway authenticated as an API user,
 // so the management handler can refuse it: API users are for machines, not
-// administrators.
+// administrators. Its value is the request's *authInfo.
 const apiUserVarKey = "api_users.api_user"
+
+// authInfo is what the gateway established about an allowed request. One
+// allocation serves the upstream's identity headers (whose values share
+// its array), the {http.auth.user.*} placeholders, the access log's extra
+// fields and the management handler's check: this is the hot path, and a
+// header slice, a boxed placeholder value and a log field each would cost
+// an allocation of their own.
+type authInfo struct {
+	id, org, product, proxiedUser, acting, endpoint, credentialID string
+
+	vals [5]string
+}
+
+// setHeaders sets the upstream's identity headers; the proxied-user header
+// is named proxiedCanon.
+func (ai *authInfo) setHeaders(h http.Header, proxiedCanon string) {
+	ai.vals = [5]string{ai.id, ai.org, ai.product, ai.proxiedUser, ai.acting}
+	h[HeaderAPIUser] = ai.vals[0:1:1]
+	h[HeaderAPIUserOrg] = ai.vals[1:2:2]
+	if ai.product != "" {
+		h[HeaderAPIUserProduct] = ai.vals[2:3:3]
+	}
+	if ai.proxiedUser != "" {
+		h[proxiedCanon] = ai.vals[3:4:4]
+	}
+	h[HeaderActingUser] = ai.vals[4:5:5]
+}
+
+// placeholder resolves the {http.auth.user.*} placeholders of
+// userPlaceholders for Caddy's replacer.
+func (ai *authInfo) placeholder(key string) (any, bool) {
+	name, ok := strings.CutPrefix(key, "http.auth.user.")
+	if !ok {
+		return nil, false
+	}
+	switch name {
+	case "id":
+		return ai.id, true
+	case "org":
+		return ai.org, true
+	case "product":
+		return ai.product, true
+	case "proxied_user":
+		return ai.proxiedUser, true
+	case "acting_user":
+		return ai.acting, true
+	case "endpoint":
+		return ai.endpoint, true
+	case "credential_id":
+		return ai.credentialID, true
+	}
+	return nil, false
+}
+
+// MarshalLogObject adds the API user's org, its product when it is
+// product-scoped, and the proxied user when there is one to Caddy's access
+// log entry, next to Caddy's own user_id. The names follow the headers the
+// upstream receives.
+func (ai *authInfo) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("api_user_org", ai.org)
+	if ai.product != "" {
+		enc.AddString("api_user_product", ai.product)
+	}
+	if ai.proxiedUser != "" {
+		enc.AddString("proxied_user", ai.proxiedUser)
+	}
+	return nil
+}
 
 // refuseAuth answers a failed authentication: 401 with a challenge, and a
 // count against the client address.

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -353,6 +354,37 @@ func TestGatewayRefusesMethodOverrideInAnySpelling(t *testing.T) {
 					t.Errorf("%s reached the upstream as %s", h, name)
 				}
 			}
+		}
+	}
+}
+
+// TestGatewayPlaceholders: every {http.auth.user.*} placeholder the gateway
+// documents resolves, for the handlers after it, to the decision's values.
+func TestGatewayPlaceholders(t *testing.T) {
+	names := []string{"id", "org", "product", "proxied_user", "acting_user", "endpoint", "credential_id"}
+	var extra strings.Builder
+	for _, n := range names {
+		fmt.Fprintf(&extra, "request_header X-P-%s \"<{http.auth.user.%s}>\"\n\t", strings.ReplaceAll(n, "_", "-"), n)
+	}
+	g := startGateway(t, gatewayOptions{siteExtra: extra.String()})
+	id, iss := g.createUser(Tenant{Product: "my-product-v1"}, UserSpec{Scopes: strs("devices:get"), AllowProxiedUsers: ptr(true)})
+	h := bearer(iss.Token)
+	h.Set("X-Proxied-User", "alice")
+	if r := g.do("GET", "/v1/products/1337/devices/abc", h); r.Status != http.StatusOK {
+		t.Fatalf("status %d, body %s", r.Status, r.Body)
+	}
+	got := g.upstream.take()
+	if len(got) != 1 {
+		t.Fatalf("upstream got %d requests, want 1", len(got))
+	}
+	want := map[string]string{
+		"id": id, "org": "acme", "product": "1337", "proxied_user": "alice",
+		"acting_user": "alice", "endpoint": "get-device", "credential_id": policy.TokenIDOf(policy.HashOf(iss.Token)),
+	}
+	for _, n := range names {
+		h := "X-P-" + strings.ReplaceAll(n, "_", "-")
+		if v := got[0].Header.Get(h); v != "<"+want[n]+">" {
+			t.Errorf("{http.auth.user.%s} = %s, want <%s>", n, v, want[n])
 		}
 	}
 }
