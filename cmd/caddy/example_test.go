@@ -40,10 +40,10 @@ func TestExampleQuickStart(t *testing.T) {
 	cfg := string(example)
 	for _, r := range []struct{ old, new string }{
 		{":8080", fmt.Sprintf(":%d", gatewayPort)},
-		{"127.0.0.1:9000", fmt.Sprintf("127.0.0.1:%d", upstreamPort)},
-		{"127.0.0.1:8081", fmt.Sprintf("127.0.0.1:%d", adminPort)},
+		{":9000", fmt.Sprintf(":%d", upstreamPort)},
+		{":8081", fmt.Sprintf(":%d", adminPort)},
 	} {
-		if !strings.Contains(cfg, r.old) && r.old != "127.0.0.1:8081" {
+		if !strings.Contains(cfg, r.old) {
 			t.Fatalf("Caddyfile.example no longer mentions %s", r.old)
 		}
 		cfg = strings.ReplaceAll(cfg, r.old, r.new)
@@ -77,7 +77,9 @@ func TestExampleQuickStart(t *testing.T) {
 			t.Logf("server log:\n%s", serverLog.String())
 		}
 	}()
-	gateway := fmt.Sprintf("http://127.0.0.1:%d", gatewayPort)
+	// "localhost", as the README's curl commands say: the Host header then
+	// names no site of the example, which must still answer.
+	gateway := fmt.Sprintf("http://localhost:%d", gatewayPort)
 	waitFor(t, gateway)
 
 	cli := func(args ...string) string {
