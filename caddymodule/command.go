@@ -35,7 +35,7 @@ Manages API users directly in the store that the api_users global option of
 a Caddy config names, so the first user can be created before anything is
 exposed. A running gateway on the same store sees a change within its
 sync_interval (500ms by default). Each change is written to the audit
-logger http.handlers.api_users.audit (on stderr), with the actor
+logger http.handlers.api_users.audit (on stderr), with "by":
 "cli:<login>".
 
 Credential values are printed once, when they are created. Store them in a
