@@ -205,6 +205,7 @@ const (
 	defaultSyncInterval     = 500 * time.Millisecond
 	defaultLastUsedInterval = time.Minute
 	defaultChangeRetention  = 7 * 24 * time.Hour
+	maxSyncInterval         = time.Minute
 	changePruneInterval     = time.Hour
 	defaultMaxUsers         = 100_000
 	defaultCacheTTL         = 5 * time.Minute
@@ -263,6 +264,13 @@ func (a *App) open(ctx context.Context) error {
 	}
 	if a.Cache.NegativeTTL == 0 {
 		a.Cache.NegativeTTL = caddy.Duration(defaultNegativeTTL)
+	}
+	// A change made elsewhere must be learnt in bounded time, and the
+	// arithmetic below must not overflow: sync_interval is at most a
+	// minute.
+	if a.SyncInterval < 0 || a.SyncInterval > caddy.Duration(maxSyncInterval) {
+		return fmt.Errorf("api_users: sync_interval %s is outside (0, %s]: it bounds how long a revocation made by another process takes to be enforced here; use a value such as 500ms",
+			time.Duration(a.SyncInterval), maxSyncInterval)
 	}
 	if a.MaxStale == 0 {
 		a.MaxStale = caddy.Duration(defaultMaxStale(time.Duration(a.SyncInterval)))
@@ -701,8 +709,13 @@ func (a *App) principalByToken(ctx context.Context, h policy.Hash) (*cachedUser,
 		return nil, err
 	}
 	if !policy.VerifyToken(cu.p.User, h) {
-		// The token was replaced: the owner exists but no longer holds it.
-		a.cache.forgetToken(h)
+		// The owner no longer holds the token (it was replaced), or this
+		// process's copy of the owner is older than the token (another
+		// process replaced it, and the sync has not dropped the copy yet).
+		// The token is not remembered as unknown: in the second case it is
+		// the owner's current one and must work once the copy is dropped.
+		// A replaced token costs no store read anyway: its owner entry
+		// leads to the cached user.
 		return nil, nil
 	}
 	return cu, nil

@@ -44,6 +44,7 @@ type cachedUser struct {
 	p        *policy.Principal
 	product  string // p.User.Product in decimal, "" for an org user
 	epoch    uint64
+	gen      uint64       // the generation when the load that made it began
 	lastUsed atomic.Int64 // unix nanoseconds
 	queuedAt atomic.Int64 // when lastUsed was last queued for the store
 }
@@ -87,13 +88,18 @@ func (c *principalCache) user(id string, load func() (*policy.Principal, error))
 		return cu, nil
 	}
 	c.metrics.userMiss()
-	v, err, _ := c.group.Do("u\x00"+id, func() (any, error) {
+	// A request joins a load already in flight; but if an invalidation
+	// came between that load's start and this request's, the load may have
+	// read the store before a revocation acknowledged before this request
+	// was sent, so the request loads again, on its own.
+	gen := c.gen.Load()
+	fill := func() (any, error) {
 		gen, epoch := c.gen.Load(), c.epoch.Load()
 		p, err := load()
 		if err != nil {
 			return nil, err
 		}
-		cu := &cachedUser{p: p, epoch: epoch}
+		cu := &cachedUser{p: p, epoch: epoch, gen: gen}
 		if p != nil && p.User.Product != 0 {
 			cu.product = strconv.FormatInt(p.User.Product, 10)
 		}
@@ -111,7 +117,11 @@ func (c *principalCache) user(id string, load func() (*policy.Principal, error))
 			c.users.Wait()
 		}
 		return cu, nil
-	})
+	}
+	v, err, _ := c.group.Do("u\x00"+id, fill)
+	if err == nil && v.(*cachedUser).gen < gen {
+		v, err = fill()
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -122,6 +123,9 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			dur, err := parsePositiveDuration(d)
 			if err != nil {
 				return err
+			}
+			if time.Duration(dur) > maxSyncInterval {
+				return d.Errf("sync_interval %s is longer than %s: it bounds how long a revocation made by another process takes to be enforced here; use a value such as 500ms", time.Duration(dur), maxSyncInterval)
 			}
 			a.SyncInterval = dur
 		case "max_stale":

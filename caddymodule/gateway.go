@@ -140,6 +140,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if reason := policy.CheckPath(path); reason != policy.Allowed {
 		return g.refuse(w, r, &rec, reason, 0)
 	}
+	if r.URL.RawPath != "" && r.URL.RawPath != path {
+		// The client sent bytes that net/http re-escaped (a raw "{", "|",
+		// "#", a non-ASCII byte...): the upstream would receive another
+		// path than the client wrote, which is what step 1 refuses.
+		return g.refuse(w, r, &rec, policy.AmbiguousPath, 0)
+	}
 	if hdr.methodOverride || (r.Trailer != nil && g.headers.declaresOverride(r.Trailer)) {
 		return g.refuse(w, r, &rec, policy.MethodOverride, 0)
 	}

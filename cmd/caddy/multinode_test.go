@@ -122,7 +122,8 @@ var (
 	buildErr  error
 )
 
-// buildCaddy builds this command once per test binary.
+// buildCaddy builds this command once per test binary; TestMain removes
+// it at the end.
 func buildCaddy(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -139,7 +140,6 @@ func buildCaddy(t *testing.T) string {
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	t.Cleanup(func() { os.RemoveAll(filepath.Dir(builtBin)) })
 	return builtBin
 }
 
