@@ -192,32 +192,40 @@ func (hr *headerRules) strip(h http.Header, keepAuthorization bool) {
 // of header names in h[name].
 func (hr *headerRules) dropTokens(h http.Header, name string) {
 	list, ok := h[name]
-	if !ok {
+	if !ok || !hr.namesIdentity(list) {
 		return
 	}
 	var kept []string
-	changed := false
 	for _, v := range list {
 		for _, tok := range strings.Split(v, ",") {
 			tok = strings.TrimSpace(tok)
-			if tok == "" {
-				continue
-			}
-			if matchesAny(tok, hr.identity) {
-				changed = true
+			if tok == "" || matchesAny(tok, hr.identity) {
 				continue
 			}
 			kept = append(kept, tok)
 		}
-	}
-	if !changed {
-		return
 	}
 	if len(kept) == 0 {
 		delete(h, name)
 		return
 	}
 	h[name] = []string{strings.Join(kept, ", ")}
+}
+
+// namesIdentity reports whether a comma-separated list of header names
+// names an identity header. It does not allocate, so the common
+// "Connection: keep-alive" costs nothing.
+func (hr *headerRules) namesIdentity(list []string) bool {
+	for _, v := range list {
+		for v != "" {
+			var tok string
+			tok, v, _ = strings.Cut(v, ",")
+			if matchesAny(strings.TrimSpace(tok), hr.identity) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // declaresOverride reports whether a request's declared trailers name a
