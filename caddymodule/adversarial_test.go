@@ -497,11 +497,14 @@ func TestAdversarial(t *testing.T) {
 			{name: "Content-Length list", raw: "POST /v1/products/1337/events HTTP/1.1\r\nHost: x\r\n" + auth + "\r\nContent-Length: 5, 5\r\n\r\nhello", status: 400, code: beforeGateway},
 			{name: "Content-Length with a sign", raw: "POST /v1/products/1337/events HTTP/1.1\r\nHost: x\r\n" + auth + "\r\nContent-Length: +5\r\n\r\nhello", status: 400, code: beforeGateway},
 			{name: "HTTP/1.0 ignores Transfer-Encoding", raw: "POST /v1/products/1337/events HTTP/1.0\r\nHost: x\r\n" + auth + "\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello", status: 200, fwd: allow("POST", "/v1/products/1337/events", asProd)},
-			// The spec names method overrides only; headers that some
-			// frameworks read as the real URL (X-Original-URL,
-			// X-Rewrite-URL) are not refused and reach the upstream.
-			{name: "X-Original-URL is forwarded (not in the spec)", raw: rq("GET", "/v1/products/1337/devices", auth, "X-Original-URL: /v1/products/9001/devices"), status: 200, fwd: allow("GET", "/v1/products/1337/devices", asProd)},
-			{name: "X-Rewrite-URL is forwarded (not in the spec)", raw: rq("GET", "/v1/products/1337/devices", auth, "X-Rewrite-URL: /v1/products/9001/devices"), status: 200, fwd: allow("GET", "/v1/products/1337/devices", asProd)},
+			// Headers that IIS, Symfony and other backends read as the
+			// real URL would route the request to another path than the
+			// one matched: refused as an ambiguous path, in any spelling.
+			{name: "X-Original-URL to another tenant", raw: rq("GET", "/v1/products/1337/devices", auth, "X-Original-URL: /v1/products/9001/devices"), status: 400, code: "ambiguous_path"},
+			{name: "X-Rewrite-URL to another tenant", raw: rq("GET", "/v1/products/1337/devices", auth, "X-Rewrite-URL: /v1/products/9001/devices"), status: 400, code: "ambiguous_path"},
+			{name: "x-original-url lower case, same path", raw: rq("GET", "/v1/products/1337/devices", auth, "x-original-url: /v1/products/1337/devices"), status: 400, code: "ambiguous_path"},
+			{name: "X-ORIGINAL-URL before authentication", raw: rq("GET", "/v1/products/1337/devices", "X-ORIGINAL-URL: /admin"), status: 400, code: "ambiguous_path"},
+			{name: "X-Original-URL declared as a trailer", raw: "POST /v1/products/1337/events HTTP/1.1\r\nHost: x\r\n" + auth + "\r\nTrailer: X-Original-URL\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nX-Original-URL: /admin\r\n\r\n", status: 400, code: "ambiguous_path"},
 			{name: "two Host fields", raw: rq("GET", "/v1/products/1337/devices", auth, "Host: evil.example"), status: 400, code: beforeGateway},
 
 			// Line folding: net/http replaces an obs-fold with a space
@@ -537,9 +540,15 @@ func TestAdversarial(t *testing.T) {
 			{name: "declared as a trailer", raw: "POST /v1/products/1337/events HTTP/1.1\r\nHost: x\r\n" + auth + "\r\nTrailer: X-HTTP-Method-Override\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nX-HTTP-Method-Override: DELETE\r\n\r\n", status: 400, code: "method_override"},
 			{name: "sent as an undeclared trailer", raw: "POST /v1/products/1337/events HTTP/1.1\r\nHost: x\r\n" + auth + "\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nX-HTTP-Method-Override: DELETE\r\n\r\n", status: 200, fwd: allow("POST", "/v1/products/1337/events", asProd)},
 			{name: "X_HTTP_Method_Override never reaches the upstream", raw: rq("GET", "/v1/products/1337/devices", auth, "X_HTTP_Method_Override: DELETE", "x-http_method: DELETE"), status: 200, fwd: allow("GET", "/v1/products/1337/devices", asProd)},
-			// The spec names headers only; a _method query parameter is
-			// part of the query, which reaches the upstream untouched.
-			{name: "_method query parameter (not in the spec)", raw: rq("POST", "/v1/products/1337/events?_method=DELETE", auth), status: 200, fwd: allow("POST", "/v1/products/1337/events?_method=DELETE", asProd)},
+			// Laravel and Symfony read a _method query parameter as the
+			// method, in the spellings PHP folds into that name.
+			{name: "_method query parameter", raw: rq("POST", "/v1/products/1337/events?_method=DELETE", auth), status: 400, code: "method_override"},
+			{name: "_method after another parameter", raw: rq("POST", "/v1/products/1337/events?x=1&_method=DELETE", auth), status: 400, code: "method_override"},
+			{name: "_METHOD upper case", raw: rq("POST", "/v1/products/1337/events?_METHOD=DELETE", auth), status: 400, code: "method_override"},
+			{name: "%5Fmethod encoded", raw: rq("POST", "/v1/products/1337/events?%5Fmethod=DELETE", auth), status: 400, code: "method_override"},
+			{name: ".method, which PHP reads as _method", raw: rq("POST", "/v1/products/1337/events?.method=DELETE", auth), status: 400, code: "method_override"},
+			{name: "_method[] array form", raw: rq("POST", "/v1/products/1337/events?_method[]=DELETE", auth), status: 400, code: "method_override"},
+			{name: "_method as a value is no override", raw: rq("GET", "/v1/products/1337/devices?sort=_method", auth), status: 200, fwd: allow("GET", "/v1/products/1337/devices?sort=_method", asProd)},
 			{name: "lower-case get", raw: rq("get", "/v1/products/1337/devices", auth), status: 403, code: "no_endpoint"},
 			{name: "mixed-case Get", raw: rq("Get", "/v1/products/1337/devices", auth), status: 403, code: "no_endpoint"},
 			{name: "HEAD is not GET", raw: rq("HEAD", "/v1/products/1337/devices", auth), status: 403, code: "no_endpoint"},

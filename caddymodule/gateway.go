@@ -146,8 +146,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// path than the client wrote, which is what step 1 refuses.
 		return g.refuse(w, r, &rec, policy.AmbiguousPath, 0)
 	}
-	if hdr.methodOverride || (r.Trailer != nil && g.headers.declaresOverride(r.Trailer)) {
+	if hdr.pathOverride {
+		return g.refuse(w, r, &rec, policy.AmbiguousPath, 0)
+	}
+	if hdr.methodOverride || policy.QueryOverridesMethod(r.URL.RawQuery) {
 		return g.refuse(w, r, &rec, policy.MethodOverride, 0)
+	}
+	if r.Trailer != nil {
+		if reason := g.headers.declaredOverride(r.Trailer); reason != policy.Allowed {
+			return g.refuse(w, r, &rec, reason, 0)
+		}
 	}
 
 	// Step 2: authenticate.

@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/apiusers/caddy-api-users/policy"
 )
 
 // The headers the gateway sets for the upstream. A client must never be
@@ -26,6 +28,11 @@ const (
 // another method than the one the gateway matched; they are refused.
 var methodOverrideHeaders = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
 
+// pathOverrideHeaders let a client ask a backend (IIS URL Rewrite,
+// Symfony, Zend and others read them) to route a request to another path
+// than the one the gateway matched; they are refused as an ambiguous path.
+var pathOverrideHeaders = []string{"X-Original-Url", "X-Rewrite-Url"}
+
 // reservedHeaders may not serve as the proxied-user header: the identity
 // headers the gateway sets, credentials, method overrides, and the headers
 // that HTTP itself or proxies give a meaning to. Taking one of them would
@@ -37,7 +44,7 @@ var reservedHeaders = append([]string{
 	"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
 	"Host", "Content-Length", "Content-Type", "Expect",
 	"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Via",
-}, methodOverrideHeaders...)
+}, append(methodOverrideHeaders, pathOverrideHeaders...)...)
 
 // maxHeaderNameLen bounds the name of the proxied-user header.
 const maxHeaderNameLen = 64
@@ -82,6 +89,7 @@ type headerRules struct {
 	proxiedFirst   byte     // its first byte, for scan's quick filter
 	proxiedCanon   string   // canonical name, to set upstream
 	methodOverride []string
+	pathOverride   []string
 }
 
 func newHeaderRules(proxiedUserHeader string) *headerRules {
@@ -98,6 +106,9 @@ func newHeaderRules(proxiedUserHeader string) *headerRules {
 	}
 	for _, h := range methodOverrideHeaders {
 		r.methodOverride = append(r.methodOverride, normHeader(h))
+	}
+	for _, h := range pathOverrideHeaders {
+		r.pathOverride = append(r.pathOverride, normHeader(h))
 	}
 	return r
 }
@@ -139,24 +150,29 @@ func matchesAny(name string, norms []string) bool {
 // pass.
 type requestHeaders struct {
 	methodOverride bool
+	pathOverride   bool
 	proxiedUser    string // the first value
 	proxiedCount   int    // values across every spelling; more than one is ambiguous
 }
 
-// scan reads the method-override and proxied-user headers in one pass.
+// scan reads the method-override, path-override and proxied-user headers
+// in one pass.
 func (hr *headerRules) scan(h http.Header) requestHeaders {
 	var out requestHeaders
 	for name, values := range h {
 		if name == "" {
 			continue
 		}
-		// Every method-override header starts with "x"; most headers
-		// do not, and are skipped at the cost of one comparison.
+		// Every method- and path-override header starts with "x"; most
+		// headers do not, and are skipped at the cost of one comparison.
 		if c := name[0] | 0x20; c != 'x' && c != hr.proxiedFirst {
 			continue
 		}
 		if matchesAny(name, hr.methodOverride) {
 			out.methodOverride = true
+		}
+		if matchesAny(name, hr.pathOverride) {
+			out.pathOverride = true
 		}
 		if sameHeader(name, hr.proxiedUser) {
 			out.proxiedCount += len(values)
@@ -228,20 +244,23 @@ func (hr *headerRules) namesIdentity(list []string) bool {
 	return false
 }
 
-// declaresOverride reports whether a request's declared trailers name a
-// method-override header. Such a request is refused like one that sends
-// the header up front: a backend that folds trailers into headers would
-// read it.
-func (hr *headerRules) declaresOverride(trailer http.Header) bool {
+// declaredOverride reports whether a request's declared trailers name a
+// path- or method-override header, and which reason refuses it. Such a
+// request is refused like one that sends the header up front: a backend
+// that folds trailers into headers would read it.
+func (hr *headerRules) declaredOverride(trailer http.Header) policy.Reason {
 	for name := range trailer {
+		if matchesAny(name, hr.pathOverride) {
+			return policy.AmbiguousPath
+		}
 		if matchesAny(name, hr.methodOverride) {
-			return true
+			return policy.MethodOverride
 		}
 	}
-	return false
+	return policy.Allowed
 }
 
-// guardTrailers keeps identity and method-override fields out of the
+// guardTrailers keeps identity, method- and path-override fields out of the
 // trailers of a request that is forwarded. A client may announce trailers
 // (the Trailer header) and send them after a chunked body; Caddy's
 // reverse_proxy forwards them, and a backend that folds trailers into
@@ -261,10 +280,10 @@ func (hr *headerRules) guardTrailers(r *http.Request) {
 	}
 }
 
-// stripTrailer deletes identity and method-override fields from t.
+// stripTrailer deletes identity, method- and path-override fields from t.
 func (hr *headerRules) stripTrailer(t http.Header) {
 	for name := range t {
-		if matchesAny(name, hr.identity) || matchesAny(name, hr.methodOverride) {
+		if matchesAny(name, hr.identity) || matchesAny(name, hr.methodOverride) || matchesAny(name, hr.pathOverride) {
 			delete(t, name)
 		}
 	}

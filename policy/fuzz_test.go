@@ -177,3 +177,21 @@ func containsString(ss []string, s string) bool {
 	}
 	return false
 }
+
+// FuzzQueryOverridesMethod: a query in which Go's own parser finds a
+// "_method" parameter, in any letter case or after leading spaces, is
+// always reported as a method override.
+func FuzzQueryOverridesMethod(f *testing.F) {
+	for _, q := range []string{"_method=DELETE", "a=1&_method=PUT", "%5Fmethod=x", "_m%65thod=x", "+_method=x", "_method[]=x", ".method=x", "a=1;_method=x", "sort=_method", "%zz&_method=x", ""} {
+		f.Add(q)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		got := QueryOverridesMethod(q)
+		values, _ := url.ParseQuery(strings.ReplaceAll(q, ";", "&"))
+		for name := range values {
+			if strings.EqualFold(strings.TrimLeft(name, " "), "_method") && !got {
+				t.Fatalf("QueryOverridesMethod(%q) = false, but it has the parameter %q", q, name)
+			}
+		}
+	})
+}

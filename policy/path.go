@@ -1,5 +1,10 @@
 package policy
 
+import (
+	"net/url"
+	"strings"
+)
+
 // CheckPath is step 1 of every decision: it refuses, with AmbiguousPath, a
 // request path that a backend might read differently from the gateway.
 //
@@ -204,6 +209,52 @@ func confusable(r rune) bool {
 			return false
 		}
 		if r <= rg[1] {
+			return true
+		}
+	}
+	return false
+}
+
+// QueryOverridesMethod reports whether a raw query string carries a
+// method-override parameter, "_method", as Laravel, Symfony and other
+// frameworks read one: "POST /things/1?_method=DELETE" is a DELETE to them,
+// while the gateway matched a POST. It recognises the spellings such a
+// backend folds into "_method": any letter case, percent-encoding, a
+// leading space, "." or "[" in place of "_" (PHP turns those into "_" in
+// parameter names), and an array form such as "_method[]". Parameters are
+// separated by "&" or ";". It does not allocate unless a name is
+// percent-encoded.
+//
+// A "_method" field in a form body is not seen: the gateway does not read
+// bodies.
+func QueryOverridesMethod(rawQuery string) bool {
+	for rawQuery != "" {
+		var param string
+		if i := strings.IndexAny(rawQuery, "&;"); i >= 0 {
+			param, rawQuery = rawQuery[:i], rawQuery[i+1:]
+		} else {
+			param, rawQuery = rawQuery, ""
+		}
+		name, _, _ := strings.Cut(param, "=")
+		if strings.ContainsAny(name, "%+") {
+			unescaped, err := url.QueryUnescape(name)
+			if err != nil {
+				// A backend may read a broken escape literally: check
+				// the name as sent.
+				unescaped = name
+			}
+			name = unescaped
+		}
+		name = strings.TrimLeft(name, " ")
+		if len(name) < len("_method") {
+			continue
+		}
+		switch name[0] {
+		case '_', '.', ' ', '[':
+		default:
+			continue
+		}
+		if strings.EqualFold(name[1:7], "method") && (len(name) == 7 || name[7] == '[') {
 			return true
 		}
 	}

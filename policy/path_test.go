@@ -256,3 +256,49 @@ func TestCheckPathDoesNotAllocate(t *testing.T) {
 		}
 	}
 }
+
+func TestQueryOverridesMethod(t *testing.T) {
+	for _, tc := range []struct {
+		query string
+		want  bool
+	}{
+		{"", false},
+		{"limit=10&page=2", false},
+		{"method=DELETE", false}, // no leading "_": not an override anywhere
+		{"_methods=x", false},
+		{"x_method=DELETE", false},
+		{"sort=_method", false}, // a value, not a name
+		{"_method=DELETE", true},
+		{"_method", true},
+		{"_method=", true},
+		{"a=1&_method=PUT", true},
+		{"a=1;_method=PUT", true},
+		{"_METHOD=DELETE", true},
+		{"_Method=DELETE", true},
+		{"%5Fmethod=DELETE", true},
+		{"%5fmethod=DELETE", true},
+		{"_m%65thod=DELETE", true},
+		{"_method%5B%5D=DELETE", true},
+		{"_method[]=DELETE", true},
+		{"_method[x]=DELETE", true},
+		{".method=DELETE", true},
+		{"+_method=DELETE", true},
+		{"%20_method=DELETE", true},
+		{" method=DELETE", false}, // PHP drops leading spaces: "method"
+		{"[method=DELETE", true},
+		{"_method%zz=DELETE", false}, // a broken escape read literally is another name
+		{"%zz&_method=DELETE", true},
+	} {
+		if got := QueryOverridesMethod(tc.query); got != tc.want {
+			t.Errorf("QueryOverridesMethod(%q) = %v, want %v", tc.query, got, tc.want)
+		}
+	}
+}
+
+func TestQueryOverridesMethodDoesNotAllocate(t *testing.T) {
+	for _, q := range []string{"", "limit=10&page=2&sort=name", "_method=DELETE", "a=%20b"} {
+		if n := testing.AllocsPerRun(100, func() { QueryOverridesMethod(q) }); n != 0 {
+			t.Errorf("QueryOverridesMethod(%q) allocates %v times", q, n)
+		}
+	}
+}

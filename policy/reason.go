@@ -50,8 +50,8 @@ var reasonInfo = [numReasons]struct {
 	description string
 }{
 	Allowed:               {"allowed", http.StatusOK, "allowed"},
-	AmbiguousPath:         {"ambiguous_path", http.StatusBadRequest, "the request path is ambiguous: encoded slashes, backslashes or dots, dot segments, empty segments, ';' and NUL are refused"},
-	MethodOverride:        {"method_override", http.StatusBadRequest, "method-override headers are not accepted; send the real method"},
+	AmbiguousPath:         {"ambiguous_path", http.StatusBadRequest, "the request path is ambiguous: encoded slashes, backslashes or dots, dot segments, empty segments, ';', NUL and path-override headers (X-Original-URL, X-Rewrite-URL) are refused"},
+	MethodOverride:        {"method_override", http.StatusBadRequest, "method overrides (X-HTTP-Method-Override and similar headers, a _method query parameter) are not accepted; send the real method"},
 	MissingCredentials:    {"missing_credentials", http.StatusUnauthorized, "an API-user credential is required: Authorization: Bearer <token> or Basic <id:key:secret>"},
 	MalformedCredentials:  {"malformed_credentials", http.StatusUnauthorized, "the Authorization header is malformed"},
 	InvalidCredentials:    {"invalid_credentials", http.StatusUnauthorized, "the credentials are not valid"},
