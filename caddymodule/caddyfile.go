@@ -252,6 +252,7 @@ func (a *App) tenancyConfig() ([]policy.Org, []policy.Product) {
 //	api_users {
 //		proxied_user_header <name>
 //		lockout <failures> <window> | off
+//		rate_limit <requests> <window>
 //		pass_through
 //	}
 func parseGatewayDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
@@ -300,8 +301,25 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("lockout window %q: give a positive duration, such as 5m", args[1])
 			}
 			g.LockoutThreshold, g.LockoutWindow = n, caddy.Duration(dur)
+		case "rate_limit":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("rate_limit takes a number of requests and a window, such as: rate_limit 600 1m (each API user may send 600 requests a minute)")
+			}
+			n, err := strconv.Atoi(args[0])
+			if err != nil {
+				return d.Errf("rate_limit requests %q: give a positive whole number, such as 600", args[0])
+			}
+			dur, err := caddy.ParseDuration(args[1])
+			if err != nil {
+				return d.Errf("rate_limit window %q: give a duration of at least 1s, such as 1m", args[1])
+			}
+			g.RateLimit = &RateLimitConfig{Requests: n, Window: caddy.Duration(dur)}
+			if err := g.RateLimit.check(); err != nil {
+				return d.Errf("%v", err)
+			}
 		default:
-			return d.Errf("unknown api_users setting %q: use proxied_user_header, lockout or pass_through (users, endpoints and the store go in the api_users global option)", d.Val())
+			return d.Errf("unknown api_users setting %q: use proxied_user_header, lockout, rate_limit or pass_through (users, endpoints and the store go in the api_users global option)", d.Val())
 		}
 	}
 	return nil

@@ -43,6 +43,10 @@ func TestCaddyfileErrorsNameLineAndFix(t *testing.T) {
 		{"bad cache size", "cache {\n\t\t\tmax_users -1\n\t\t}", "", []string{"Caddyfile:4", "positive whole number"}},
 		{"bad lockout", "", "lockout ten 5m", []string{"Caddyfile:", "positive whole number"}},
 		{"bad proxied header", "", "proxied_user_header X:Proxied", []string{"Caddyfile:", "valid header name"}},
+		{"rate_limit without a window", "", "rate_limit 600", []string{"Caddyfile:", "rate_limit 600 1m"}},
+		{"rate_limit of zero requests", "", "rate_limit 0 1m", []string{"Caddyfile:", "positive whole number"}},
+		{"rate_limit window too short", "", "rate_limit 10 10ms", []string{"Caddyfile:", "at least 1s"}},
+		{"rate_limit window not a duration", "", "rate_limit 10 soon", []string{"Caddyfile:", "at least 1s"}},
 		{"unknown gateway setting", "", "endpoint a GET /a devices:list", []string{"Caddyfile:", "global option"}},
 	}
 	for _, tt := range tests {

@@ -61,10 +61,43 @@ type Gateway struct {
 	// long a locked-out address stays locked. Default: 5m.
 	LockoutWindow caddy.Duration `json:"lockout_window,omitempty"`
 
+	// RateLimit, when set, limits how many requests each API user may
+	// send through this handler: Requests per Window, in bursts of up to
+	// Requests. A request over the limit is refused with 429 rate_limited
+	// and a Retry-After header, after it was authenticated and authorized
+	// (a refused request does not count). Each gateway node keeps its own
+	// count: with N nodes behind a load balancer, a user may send up to N
+	// times the limit. Default: no limit.
+	RateLimit *RateLimitConfig `json:"rate_limit,omitempty"`
+
 	app     *App
 	headers *headerRules
 	lockout *lockout
+	limiter *rateLimiter
 	logger  *zap.Logger
+}
+
+// RateLimitConfig is a per-user request rate limit.
+type RateLimitConfig struct {
+	// Requests is how many requests a user may send per Window; at least 1.
+	Requests int `json:"requests"`
+
+	// Window is the period Requests are counted over; at least 1s.
+	Window caddy.Duration `json:"window"`
+}
+
+// check validates the limit, naming the fix.
+func (c *RateLimitConfig) check() error {
+	if c.Requests < 1 {
+		return fmt.Errorf("rate_limit requests %d: give a positive whole number, such as 600", c.Requests)
+	}
+	if time.Duration(c.Window) < time.Second {
+		return fmt.Errorf("rate_limit window %s: give a duration of at least 1s, such as 1m", time.Duration(c.Window))
+	}
+	if time.Duration(c.Window)/time.Duration(c.Requests) <= 0 {
+		return fmt.Errorf("rate_limit %d per %s is finer than a nanosecond per request: use fewer requests or a longer window", c.Requests, time.Duration(c.Window))
+	}
+	return nil
 }
 
 // CaddyModule returns the Caddy module information.
@@ -105,10 +138,31 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		g.lockout = newLockout(g.LockoutThreshold, time.Duration(g.LockoutWindow), g.app.now)
 		go g.pruneLockout(ctx)
 	}
+	if g.RateLimit != nil {
+		if err := g.RateLimit.check(); err != nil {
+			return fmt.Errorf("api_users: %w", err)
+		}
+		g.limiter = newRateLimiter(policy.RateLimit{Requests: g.RateLimit.Requests, Window: time.Duration(g.RateLimit.Window)}, g.app.now)
+		go g.pruneRateLimit(ctx)
+	}
 	if len(g.app.Endpoints) == 0 {
 		g.logger.Warn("the endpoint catalog is empty, so every API-user request is refused; add endpoints to the api_users global option")
 	}
 	return nil
+}
+
+func (g *Gateway) pruneRateLimit(ctx caddy.Context) {
+	every := max(time.Duration(g.RateLimit.Window), time.Minute)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			g.limiter.prune()
+		}
+	}
 }
 
 func (g *Gateway) pruneLockout(ctx caddy.Context) {
@@ -240,6 +294,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return g.refuseAuth(w, r, &rec, d.Reason)
 		}
 		return g.refuse(w, r, &rec, d.Reason, 0)
+	}
+	if retry, ok := g.limiter.admit(p.User.ID); !ok {
+		rec.product = cu.product
+		return g.refuse(w, r, &rec, policy.RateLimited, retry)
 	}
 	app.touches.seen(p.User.ID, cu, now)
 

@@ -38,6 +38,9 @@ const (
 	ProxiedUserNotAllowed // user does not allow proxied users, or ID not listed
 	InvalidProxiedUser    // the proxied-user header is not a valid user ID
 
+	// After the decision: the user's request rate.
+	RateLimited // the API user sent more requests than its rate limit allows
+
 	// Failures of the gateway itself, never of the client.
 	StoreUnavailable
 
@@ -66,6 +69,7 @@ var reasonInfo = [numReasons]struct {
 	ResourceConstraint:    {"resource_constraint", http.StatusForbidden, "a resource in the path is outside the API user's resource constraints"},
 	ProxiedUserNotAllowed: {"proxied_user_not_allowed", http.StatusForbidden, "the API user may not act on behalf of this user"},
 	InvalidProxiedUser:    {"invalid_proxied_user", http.StatusForbidden, "the proxied-user header is not a valid user ID"},
+	RateLimited:           {"rate_limited", http.StatusTooManyRequests, "the API user has sent too many requests; retry after the time Retry-After gives"},
 	StoreUnavailable:      {"store_unavailable", http.StatusServiceUnavailable, "the credential store is unavailable; try again later"},
 }
 
