@@ -18,6 +18,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+
+	"github.com/apiusers/caddy-api-users/policy"
 )
 
 func init() {
@@ -150,6 +152,14 @@ type adminCall struct {
 	ctx context.Context // carries the Actor for the audit log
 }
 
+// setETag sends the entity tag of the API user a response is about, for a
+// later If-Match.
+func (c *adminCall) setETag(u *policy.APIUser) {
+	if u != nil {
+		c.w.Header().Set("ETag", ETag(u))
+	}
+}
+
 // ServeHTTP serves a management request. It never calls next: the
 // management API answers everything under its mount point.
 func (h *Admin) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
@@ -189,6 +199,17 @@ func (h *Admin) handler(rt adminRoute) http.Handler {
 			actor.ID = strings.TrimSpace(repl.ReplaceAll(h.Actor, ""))
 		}
 		c := &adminCall{w: w, r: r, ctx: WithActor(r.Context(), actor)}
+		if ifMatch, ok := r.Header["If-Match"]; ok {
+			// Conditional requests are offered where an entity tag is:
+			// a single API user. Elsewhere the condition could not be
+			// honoured, and an unconditional change is not what the
+			// client asked for.
+			if !strings.Contains(rt.Pattern, "{username}") {
+				h.writeError(w, fieldErr("If-Match", "conditional requests are supported on a single API user's routes only (.../team/{username} and below); send this request without If-Match"))
+				return
+			}
+			c.ctx = WithIfMatch(c.ctx, strings.Join(ifMatch, ","))
+		}
 		body, err := rt.serve(h, c)
 		if err != nil {
 			h.writeError(w, err)
@@ -224,13 +245,16 @@ func (h *Admin) noRoute(w http.ResponseWriter, r *http.Request) {
 }
 
 // writeError answers err as a JSON error: 400 for a FieldError, 404, 409,
-// and 503 for anything else, which means the store failed; its details go
+// 412 for a PreconditionError, and 503 for anything else, which means the store failed; its details go
 // to the server log, not to the client.
 func (h *Admin) writeError(w http.ResponseWriter, err error) {
 	var fe *FieldError
 	var nf *NotFoundError
 	var ce *ConflictError
+	var pe *PreconditionError
 	switch {
+	case errors.As(err, &pe):
+		writeJSONError(w, http.StatusPreconditionFailed, "precondition_failed", pe.Error())
 	case errors.As(err, &fe):
 		writeJSONError(w, http.StatusBadRequest, "invalid_request", fe.Error())
 	case errors.As(err, &nf):
@@ -389,6 +413,7 @@ func (h *Admin) createUser(c *adminCall) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.setETag(u)
 	return okWith("created", createdView(u, iss)), nil
 }
 
@@ -409,6 +434,7 @@ func (h *Admin) getUser(c *adminCall) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.setETag(u)
 	return okWith("user", viewOf(u)), nil
 }
 
@@ -421,6 +447,7 @@ func (h *Admin) updateUser(c *adminCall) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.setETag(u)
 	v := UpdatedView{UserView: viewOf(u)}
 	if token != "" {
 		v.Tokens = []TokenView{{Token: token}}
@@ -439,10 +466,11 @@ func (h *Admin) rotateToken(c *adminCall) (any, error) {
 	if err := c.readBody(&struct{}{}, true, nil); err != nil {
 		return nil, err
 	}
-	_, token, err := h.app.RotateToken(c.ctx, c.tenant(), c.r.PathValue("username"))
+	u, token, err := h.app.RotateToken(c.ctx, c.tenant(), c.r.PathValue("username"))
 	if err != nil {
 		return nil, err
 	}
+	c.setETag(u)
 	return okWith("token", token), nil
 }
 
@@ -450,10 +478,11 @@ func (h *Admin) regenerateSecret(c *adminCall) (any, error) {
 	if err := c.readBody(&struct{}{}, true, nil); err != nil {
 		return nil, err
 	}
-	_, secret, err := h.app.RegenerateSecret(c.ctx, c.tenant(), c.r.PathValue("username"))
+	u, secret, err := h.app.RegenerateSecret(c.ctx, c.tenant(), c.r.PathValue("username"))
 	if err != nil {
 		return nil, err
 	}
+	c.setETag(u)
 	return okWith("secret", secret), nil
 }
 
@@ -462,17 +491,20 @@ func (h *Admin) addKey(c *adminCall) (any, error) {
 	if err := c.readBody(&spec, true, []string{"expires_at", "previous_keys_expire_at"}); err != nil {
 		return nil, err
 	}
-	_, key, err := h.app.AddKey(c.ctx, c.tenant(), c.r.PathValue("username"), spec)
+	u, key, err := h.app.AddKey(c.ctx, c.tenant(), c.r.PathValue("username"), spec)
 	if err != nil {
 		return nil, err
 	}
+	c.setETag(u)
 	return okWith("key", key), nil
 }
 
 func (h *Admin) deleteKey(c *adminCall) (any, error) {
-	if _, err := h.app.DeleteKey(c.ctx, c.tenant(), c.r.PathValue("username"), c.r.PathValue("key_id")); err != nil {
+	u, err := h.app.DeleteKey(c.ctx, c.tenant(), c.r.PathValue("username"), c.r.PathValue("key_id"))
+	if err != nil {
 		return nil, err
 	}
+	c.setETag(u)
 	return okOnly, nil
 }
 

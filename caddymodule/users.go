@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -98,6 +99,46 @@ type Actor struct {
 }
 
 type actorKey struct{}
+
+// PreconditionError is a conditional change (If-Match) whose condition
+// does not hold: the user changed since the caller read it.
+type PreconditionError struct{ Message string }
+
+func (e *PreconditionError) Error() string { return e.Message }
+
+type ifMatchKey struct{}
+
+// WithIfMatch returns a context whose changes to an API user happen only
+// if the user's current entity tag is among the tags of an If-Match header
+// value ("*" matches any existing user). The check runs inside the store
+// transaction that makes the change, so no change made in between is lost.
+func WithIfMatch(ctx context.Context, header string) context.Context {
+	return context.WithValue(ctx, ifMatchKey{}, header)
+}
+
+// ETag is the entity tag of a stored API user: its version and creation
+// time, so a user deleted and created again never matches an old tag.
+func ETag(u *policy.APIUser) string {
+	return `"` + strconv.FormatInt(u.Version, 10) + "." + strconv.FormatInt(u.CreatedAt.UnixNano(), 36) + `"`
+}
+
+// checkIfMatch enforces the If-Match condition of ctx, if any, on u as it
+// is stored now. Entity tags compare strongly: a weak tag (W/"...") never
+// matches.
+func checkIfMatch(ctx context.Context, u *policy.APIUser) error {
+	header, ok := ctx.Value(ifMatchKey{}).(string)
+	if !ok {
+		return nil
+	}
+	current := ETag(u)
+	for tag := range strings.SplitSeq(header, ",") {
+		tag = strings.TrimSpace(tag)
+		if tag == "*" || tag == current {
+			return nil
+		}
+	}
+	return &PreconditionError{Message: fmt.Sprintf("API user %q changed since it was read: If-Match %s does not match its current entity tag %s; read it again, then retry", u.ID, header, current)}
+}
 
 // WithActor returns a context that carries the actor of the management
 // changes made with it.
@@ -459,6 +500,9 @@ func (a *App) changeUser(ctx context.Context, t Tenant, id string, fn func(u *po
 		if !p.holds(u) {
 			return p.notFound(id)
 		}
+		if err := checkIfMatch(ctx, u); err != nil {
+			return err
+		}
 		before = cloneUser(u)
 		return fn(u)
 	})
@@ -692,13 +736,17 @@ func (a *App) DeleteUser(ctx context.Context, id string) error {
 	return err
 }
 
-// DeleteUserAt removes the user id if it lives at t, and returns it as it
-// was. The store deletes by ID only, so a user deleted and re-created
-// elsewhere between the check and the delete would be deleted too; IDs
-// are not reused in practice, and both steps are audited.
+// DeleteUserAt removes the user id if it lives at t (and, with
+// WithIfMatch, if it is unchanged), and returns it as it was. The store
+// deletes by ID only, so a user changed, or deleted and re-created,
+// elsewhere between the check and the delete would be deleted too; IDs are
+// not reused in practice, and both steps are audited.
 func (a *App) DeleteUserAt(ctx context.Context, t Tenant, id string) (*policy.APIUser, error) {
 	u, err := a.GetUser(ctx, t, id)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkIfMatch(ctx, u); err != nil {
 		return nil, err
 	}
 	err = a.store.DeleteUser(ctx, id)
