@@ -393,7 +393,7 @@ func jsonTypeName(goType string) string {
 }
 
 // userFields are the fields a create or update request may send.
-var userFields = []string{"username", "friendly_name", "description", "scopes", "roles", "allowed_endpoints", "allow_proxied_users", "allowed_proxied_users", "retired", "expires_at", "idle_timeout", "resource_constraints"}
+var userFields = []string{"username", "friendly_name", "description", "scopes", "roles", "allowed_endpoints", "allow_proxied_users", "allowed_proxied_users", "retired", "expires_at", "idle_timeout", "resource_constraints", "rate_limit"}
 
 // tenant is where a team route looks for users: the product of a product
 // route, else the org.

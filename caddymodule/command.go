@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/user"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -145,8 +146,24 @@ func addUserSpecFlags(c *cobra.Command) {
 	f.StringSlice("proxied-users", nil, "Allowed proxied user IDs, comma-separated (empty: any)")
 	f.String("expires-at", "", "RFC 3339 time from which the user cannot authenticate (\"\" clears)")
 	f.String("idle-timeout", "", "Duration, such as 720h, after which an idle user cannot authenticate (\"\" clears)")
+	f.String("rate-limit", "", "The user's own rate limit, requests/window, such as 600/1m, in place of the gateway's (\"\" or 0 clears)")
 	f.StringArray("constraint", nil, "Resource constraint var=value,value (repeatable), such as device=0a1b2c,3d4e5f; replaces all constraints")
 	f.Bool("clear-constraints", false, "Remove every resource constraint")
+}
+
+// parseRateLimitFlag reads --rate-limit: requests/window, or "" or "0" to
+// clear the user's own limit. The window is checked with the rest of the
+// spec, like a management API request.
+func parseRateLimitFlag(v string) (*UserRateLimit, error) {
+	if v == "" || v == "0" {
+		return &UserRateLimit{}, nil
+	}
+	n, window, ok := strings.Cut(v, "/")
+	requests, err := strconv.Atoi(n)
+	if !ok || err != nil || requests < 1 {
+		return nil, fmt.Errorf("--rate-limit %q: write it as requests/window, such as 600/1m (or \"\" to clear)", v)
+	}
+	return &UserRateLimit{Requests: requests, Window: window}, nil
 }
 
 // specFromFlags builds a UserSpec from the flags that were given.
@@ -183,6 +200,14 @@ func specFromFlags(cmd *cobra.Command) (UserSpec, error) {
 		spec.AllowProxiedUsers = &v
 	}
 	clearAll, _ := f.GetBool("clear-constraints")
+	if f.Changed("rate-limit") {
+		v, _ := f.GetString("rate-limit")
+		rl, err := parseRateLimitFlag(v)
+		if err != nil {
+			return spec, err
+		}
+		spec.RateLimit = rl
+	}
 	if f.Changed("constraint") || clearAll {
 		if f.Changed("constraint") && clearAll {
 			return spec, errors.New("--constraint and --clear-constraints contradict each other: give one")
@@ -783,6 +808,11 @@ func printUser(out io.Writer, u *policy.APIUser) error {
 	row("resource constraints", dash(strings.Join(dedupe(rc), "; ")))
 	row("expires at", timeOrDash(u.ExpiresAt))
 	row("idle timeout", dash(v.IdleTimeout))
+	rateLimit := "the gateway's"
+	if v.RateLimit != nil {
+		rateLimit = fmt.Sprintf("%d per %s", v.RateLimit.Requests, v.RateLimit.Window)
+	}
+	row("rate limit", rateLimit)
 	row("created at", timeOrDash(u.CreatedAt))
 	row("updated at", timeOrDash(u.UpdatedAt))
 	row("last used at", timeOrDash(u.LastUsedAt))

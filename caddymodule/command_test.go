@@ -198,3 +198,31 @@ func TestCLIRolesAndCatalog(t *testing.T) {
 		t.Errorf("catalog endpoints:\n%s", out)
 	}
 }
+
+// TestCLIRateLimit: --rate-limit sets, shows and clears a user's own rate
+// limit; a malformed one is an error naming the flag and changes nothing.
+func TestCLIRateLimit(t *testing.T) {
+	cfg := cliConfig(t)
+	mustCLI(t, cfg, "create", "--org", "acme", "--username", "limited-bot", "--scopes", "devices:list", "--rate-limit", "600/1m")
+	if out := mustCLI(t, cfg, "show", "limited-bot"); !strings.Contains(out, "600 per 1m0s") {
+		t.Fatalf("show lacks the rate limit:\n%s", out)
+	}
+	for _, bad := range []string{"600", "x/1m", "600/10ms", "-5/1m"} {
+		_, err := runCLI(t, cfg, "update", "limited-bot", "--name", "changed", "--rate-limit", bad)
+		if err == nil || !strings.Contains(err.Error(), "rate") {
+			t.Fatalf("--rate-limit %q: %v, want an error about the rate limit", bad, err)
+		}
+	}
+	var shown struct{ User UserView }
+	out := mustCLI(t, cfg, "show", "limited-bot", "--json")
+	if err := json.Unmarshal([]byte(out), &shown); err != nil {
+		t.Fatalf("show --json: %v\n%s", err, out)
+	}
+	if shown.User.FriendlyName == "changed" || shown.User.RateLimit == nil || shown.User.RateLimit.Requests != 600 {
+		t.Fatalf("a refused update changed the user: %+v", shown.User)
+	}
+	mustCLI(t, cfg, "update", "limited-bot", "--rate-limit", "")
+	if out := mustCLI(t, cfg, "show", "limited-bot"); !strings.Contains(out, "rate limit:") || !strings.Contains(out, "the gateway's") {
+		t.Fatalf("after clearing, show says:\n%s", out)
+	}
+}

@@ -63,17 +63,20 @@ type Gateway struct {
 
 	// RateLimit, when set, limits how many requests each API user may
 	// send through this handler: Requests per Window, in bursts of up to
-	// Requests. A request over the limit is refused with 429 rate_limited
-	// and a Retry-After header, after it was authenticated and authorized
-	// (a refused request does not count). Each gateway node keeps its own
-	// count: with N nodes behind a load balancer, a user may send up to N
-	// times the limit. Default: no limit.
+	// Requests. A user with a rate_limit of its own (set through the
+	// management API or the CLI) has that limit instead. A request over
+	// the limit is refused with 429 rate_limited and a Retry-After header,
+	// after it was authenticated and authorized (a refused request does
+	// not count). Each gateway node keeps its own count: with N nodes
+	// behind a load balancer, a user may send up to N times the limit.
+	// Default: no limit, except users' own.
 	RateLimit *RateLimitConfig `json:"rate_limit,omitempty"`
 
 	app     *App
 	headers *headerRules
 	lockout *lockout
 	limiter *rateLimiter
+	limit   policy.RateLimit // the default, from RateLimit
 	logger  *zap.Logger
 }
 
@@ -142,9 +145,11 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		if err := g.RateLimit.check(); err != nil {
 			return fmt.Errorf("api_users: %w", err)
 		}
-		g.limiter = newRateLimiter(policy.RateLimit{Requests: g.RateLimit.Requests, Window: time.Duration(g.RateLimit.Window)}, g.app.now)
-		go g.pruneRateLimit(ctx)
+		g.limit = policy.RateLimit{Requests: g.RateLimit.Requests, Window: time.Duration(g.RateLimit.Window)}
 	}
+	// Users may have limits of their own even where the site sets none.
+	g.limiter = newRateLimiter(g.app.now)
+	go g.pruneRateLimit(ctx)
 	if len(g.app.Endpoints) == 0 {
 		g.logger.Warn("the endpoint catalog is empty, so every API-user request is refused; add endpoints to the api_users global option")
 	}
@@ -152,8 +157,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 }
 
 func (g *Gateway) pruneRateLimit(ctx caddy.Context) {
-	every := max(time.Duration(g.RateLimit.Window), time.Minute)
-	t := time.NewTicker(every)
+	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
 		select {
@@ -295,7 +299,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		return g.refuse(w, r, &rec, d.Reason, 0)
 	}
-	if retry, ok := g.limiter.admit(p.User.ID); !ok {
+	limit := p.User.RateLimit
+	if limit.Requests == 0 {
+		limit = g.limit
+	}
+	if retry, ok := g.limiter.admit(p.User.ID, limit); !ok {
 		rec.product = cu.product
 		return g.refuse(w, r, &rec, policy.RateLimited, retry)
 	}

@@ -351,11 +351,12 @@ var sinkString string
 // BenchmarkLayer_RateLimit admits one request for a user already tracked,
 // under a limit high enough that every request is admitted.
 func BenchmarkLayer_RateLimit(b *testing.B) {
-	rl := newRateLimiter(policy.RateLimit{Requests: 1 << 30, Window: time.Second}, time.Now)
-	rl.admit("prod-reader")
+	rl := newRateLimiter(time.Now)
+	limit := policy.RateLimit{Requests: 1 << 30, Window: time.Second}
+	rl.admit("prod-reader", limit)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, ok := rl.admit("prod-reader"); !ok {
+		if _, ok := rl.admit("prod-reader", limit); !ok {
 			b.Fatal("refused under a limit never reached")
 		}
 	}

@@ -8,14 +8,13 @@ import (
 	"github.com/apiusers/caddy-api-users/policy"
 )
 
-// rateLimiter keeps each API user's place in its rate limit: one timestamp
-// per user seen within the last window, in shards so that users do not
+// rateLimiter keeps each API user's place in its rate limit (the user's
+// own, or the gateway's): one timestamp per user seen within the last window, in shards so that users do not
 // wait on each other's lock. It holds authenticated users only, so it is
 // bounded by the number of users active within one window; prune forgets
 // the users whose limit is fully replenished, which is the same as never
 // having seen them.
 type rateLimiter struct {
-	limit  policy.RateLimit
 	now    func() time.Time
 	seed   maphash.Seed
 	shards [rateShards]rateShard
@@ -25,31 +24,43 @@ const rateShards = 32
 
 type rateShard struct {
 	mu  sync.Mutex
-	tat map[string]time.Time
+	tat map[string]userRate
 	_   [40]byte // keep shards on separate cache lines
 }
 
-func newRateLimiter(limit policy.RateLimit, now func() time.Time) *rateLimiter {
-	rl := &rateLimiter{limit: limit, now: now, seed: maphash.MakeSeed()}
+// userRate is a user's theoretical arrival time under the limit it was
+// computed for. When the user's limit changes, the count starts afresh
+// under the new one, so a raised limit applies from the next request.
+type userRate struct {
+	tat   time.Time
+	limit policy.RateLimit
+}
+
+func newRateLimiter(now func() time.Time) *rateLimiter {
+	rl := &rateLimiter{now: now, seed: maphash.MakeSeed()}
 	for i := range rl.shards {
-		rl.shards[i].tat = map[string]time.Time{}
+		rl.shards[i].tat = map[string]userRate{}
 	}
 	return rl
 }
 
-// admit decides one request by user, and for a refused one says when to
-// retry. A nil limiter admits everything.
-func (rl *rateLimiter) admit(user string) (time.Duration, bool) {
-	if rl == nil {
+// admit decides one request by user under limit, and for a refused one
+// says when to retry. A nil limiter, or a zero limit, admits everything.
+func (rl *rateLimiter) admit(user string, limit policy.RateLimit) (time.Duration, bool) {
+	if rl == nil || limit.Requests <= 0 {
 		return 0, true
 	}
 	now := rl.now()
 	s := &rl.shards[maphash.String(rl.seed, user)%rateShards]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tat, retry, ok := rl.limit.Admit(s.tat[user], now)
+	prev := s.tat[user]
+	if prev.limit != limit {
+		prev = userRate{limit: limit}
+	}
+	tat, retry, ok := limit.Admit(prev.tat, now)
 	if ok {
-		s.tat[user] = tat
+		s.tat[user] = userRate{tat: tat, limit: limit}
 	}
 	return retry, ok
 }
@@ -60,8 +71,8 @@ func (rl *rateLimiter) prune() {
 	for i := range rl.shards {
 		s := &rl.shards[i]
 		s.mu.Lock()
-		for user, tat := range s.tat {
-			if !tat.After(now) {
+		for user, r := range s.tat {
+			if !r.tat.After(now) {
 				delete(s.tat, user)
 			}
 		}

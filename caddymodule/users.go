@@ -71,6 +71,7 @@ type UserSpec struct {
 	Retired             *bool                `json:"retired,omitempty"`
 	ExpiresAt           *string              `json:"expires_at,omitempty"`   // RFC 3339; "" clears
 	IdleTimeout         *string              `json:"idle_timeout,omitempty"` // Go duration; "" or "0" clears
+	RateLimit           *UserRateLimit       `json:"rate_limit,omitempty"`   // requests 0 clears
 	ResourceConstraints *map[string][]string `json:"resource_constraints,omitempty"`
 }
 
@@ -296,6 +297,13 @@ func (a *App) applySpec(u *policy.APIUser, spec *UserSpec) error {
 			u.IdleTimeout = d
 		}
 	}
+	if spec.RateLimit != nil {
+		rl, err := spec.RateLimit.parse()
+		if err != nil {
+			return err
+		}
+		u.RateLimit = rl
+	}
 	if spec.ResourceConstraints != nil {
 		rc := map[string][]string{}
 		for name, values := range *spec.ResourceConstraints {
@@ -313,6 +321,29 @@ func (a *App) applySpec(u *policy.APIUser, spec *UserSpec) error {
 		u.ResourceConstraints = rc
 	}
 	return nil
+}
+
+// UserRateLimit is an API user's own request rate limit: Requests per
+// Window (a Go duration of at least 1s), in bursts of up to Requests. It
+// takes the place of the gateway's rate_limit for this user. In an update,
+// Requests 0 removes the user's own limit, so the gateway's applies again.
+type UserRateLimit struct {
+	Requests int    `json:"requests"`
+	Window   string `json:"window,omitempty"`
+}
+
+func (r *UserRateLimit) parse() (policy.RateLimit, error) {
+	if r.Requests == 0 {
+		return policy.RateLimit{}, nil
+	}
+	if r.Requests < 0 || r.Requests > 1_000_000_000 {
+		return policy.RateLimit{}, fieldErr("rate_limit.requests", "%d is not a number of requests from 1 to 1000000000 (or 0 to remove the user's own limit)", r.Requests)
+	}
+	w, err := time.ParseDuration(r.Window)
+	if err != nil || w < time.Second || w > 366*24*time.Hour {
+		return policy.RateLimit{}, fieldErr("rate_limit.window", "%q is not a duration from 1s to 8784h, such as 1m", r.Window)
+	}
+	return policy.RateLimit{Requests: r.Requests, Window: w}, nil
 }
 
 // knownScopes parses scopes and checks that some endpoint requires each: a

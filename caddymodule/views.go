@@ -27,6 +27,7 @@ type UserView struct {
 	Retired             bool                `json:"retired"`
 	ExpiresAt           *time.Time          `json:"expires_at"`
 	IdleTimeout         string              `json:"idle_timeout"`
+	RateLimit           *UserRateLimit      `json:"rate_limit"` // null: the gateway's rate_limit applies
 	CreatedAt           time.Time           `json:"created_at"`
 	UpdatedAt           time.Time           `json:"updated_at"`
 	LastUsedAt          *time.Time          `json:"last_used_at"`
@@ -100,6 +101,9 @@ func viewOf(u *policy.APIUser) UserView {
 	if !u.ExpiresAt.IsZero() {
 		t := u.ExpiresAt
 		v.ExpiresAt = &t
+	}
+	if u.RateLimit.Requests > 0 {
+		v.RateLimit = &UserRateLimit{Requests: u.RateLimit.Requests, Window: u.RateLimit.Window.String()}
 	}
 	if u.IdleTimeout != 0 {
 		v.IdleTimeout = u.IdleTimeout.String()

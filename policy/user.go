@@ -32,6 +32,10 @@ type APIUser struct {
 	ExpiresAt   time.Time     // zero: never
 	IdleTimeout time.Duration // zero: never
 
+	// RateLimit is the user's own request rate limit; zero Requests: none
+	// of its own, so the gateway's rate_limit, if any, applies.
+	RateLimit RateLimit
+
 	CreatedAt  time.Time
 	UpdatedAt  time.Time
 	LastUsedAt time.Time // coarse: written at most about once a minute

@@ -93,6 +93,15 @@ func decodeTime(n sql.NullInt64) time.Time {
 	return time.Unix(0, n.Int64).UTC()
 }
 
+// decodeRateLimit reads the two rate-limit columns; zero requests is no
+// limit of the user's own.
+func decodeRateLimit(requests, window int64) policy.RateLimit {
+	if requests <= 0 {
+		return policy.RateLimit{}
+	}
+	return policy.RateLimit{Requests: int(requests), Window: time.Duration(window)}
+}
+
 // decodeHash reads a nullable hash column.
 func decodeHash(what string, b []byte) (policy.Hash, error) {
 	var h policy.Hash

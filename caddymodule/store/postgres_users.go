@@ -39,6 +39,7 @@ var (
 	u.resource_constraints, u.retired, u.expires_at, u.idle_timeout_ns,
 	u.created_at, u.updated_at, u.last_used_at, u.version,
 	u.token_hash, u.token_id, u.secret_hash,
+	u.rate_limit_requests, u.rate_limit_window_ns,
 	k.ids, k.hashes, k.created, k.expires
 FROM users u
 CROSS JOIN LATERAL (
@@ -70,6 +71,7 @@ func pgUserArgs(u *policy.APIUser) ([]any, error) {
 		e.hash(u.TokenHash),
 		u.TokenID,
 		e.hash(u.SecretHash),
+		int64(u.RateLimit.Requests), int64(u.RateLimit.Window),
 	}
 	if e.err != nil {
 		return nil, fmt.Errorf("API user %q: %w", u.ID, e.err)
@@ -83,7 +85,7 @@ func pgScanUser(row pgx.Row) (*policy.APIUser, error) {
 		u                                              policy.APIUser
 		scopes, roles, endpoints, proxied, constraints string
 		expires, created, updated, lastUsed            pgtype.Timestamptz
-		idle                                           int64
+		idle, rlRequests, rlWindow                     int64
 		tokenHash, secretHash                          []byte
 		keyIDs                                         []string
 		keyHashes                                      [][]byte
@@ -94,9 +96,11 @@ func pgScanUser(row pgx.Row) (*policy.APIUser, error) {
 		&constraints, &u.Retired, &expires, &idle,
 		&created, &updated, &lastUsed, &u.Version,
 		&tokenHash, &u.TokenID, &secretHash,
+		&rlRequests, &rlWindow,
 		&keyIDs, &keyHashes, &keyCreated, &keyExpires); err != nil {
 		return nil, err
 	}
+	u.RateLimit = decodeRateLimit(rlRequests, rlWindow)
 	u.ExpiresAt = pgDecodeTime(expires)
 	u.IdleTimeout = time.Duration(idle)
 	u.CreatedAt = pgDecodeTime(created)

@@ -309,3 +309,47 @@ func rawDB(t *testing.T, path string) *sql.DB {
 	t.Cleanup(func() { db.Close() })
 	return db
 }
+
+// TestSQLiteUpgradesFromTheFirstSchema: a store written by the first
+// release (schema version 1) opens with this one; its users keep every
+// field, gain no rate limit, and can be given one.
+func TestSQLiteUpgradesFromTheFirstSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "users.db")
+	initSQL, err := os.ReadFile("migrations/sqlite/0001_init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := rawDB(t, path)
+	for _, stmt := range []string{
+		string(initSQL),
+		`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)`,
+		`INSERT INTO schema_migrations VALUES (1, 'first release')`,
+		`INSERT INTO orgs (id) VALUES ('acme')`,
+		`INSERT INTO users (id, org, scopes, idle_timeout_ns, version) VALUES ('old-user', 'acme', '["devices:list"]', 3600000000000, 4)`,
+	} {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatalf("building a version 1 store: %v", err)
+		}
+	}
+	db.Close()
+
+	s := openSQLite(t, path)
+	defer s.Close()
+	u, err := s.GetUser(t.Context(), "old-user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.IdleTimeout != time.Hour || u.Version != 4 || len(u.Scopes) != 1 || u.RateLimit != (policy.RateLimit{}) {
+		t.Fatalf("after the upgrade: idle %v, version %d, scopes %v, rate limit %+v; want 1h, 4, [devices:list], none", u.IdleTimeout, u.Version, u.Scopes, u.RateLimit)
+	}
+	u, err = s.UpdateUser(t.Context(), "old-user", func(u *policy.APIUser) error {
+		u.RateLimit = policy.RateLimit{Requests: 10, Window: time.Minute}
+		return nil
+	})
+	if err != nil || u.RateLimit.Requests != 10 || u.RateLimit.Window != time.Minute {
+		t.Fatalf("giving the upgraded user a rate limit: %+v, %v", u, err)
+	}
+	if err := s.Check(t.Context()); err != nil {
+		t.Fatalf("integrity check after the upgrade: %v", err)
+	}
+}

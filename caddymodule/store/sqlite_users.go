@@ -21,6 +21,7 @@ var userFields = []string{
 	"retired", "expires_at", "idle_timeout_ns",
 	"created_at", "updated_at", "last_used_at", "version",
 	"token_hash", "token_id", "secret_hash",
+	"rate_limit_requests", "rate_limit_window_ns",
 }
 
 var (
@@ -51,6 +52,7 @@ func userArgs(u *policy.APIUser) ([]any, error) {
 		e.hash(u.TokenHash),
 		u.TokenID,
 		e.hash(u.SecretHash),
+		int64(u.RateLimit.Requests), int64(u.RateLimit.Window),
 	}
 	if e.err != nil {
 		return nil, fmt.Errorf("API user %q: %w", u.ID, e.err)
@@ -67,15 +69,16 @@ func scanUser(row rowScanner) (*policy.APIUser, error) {
 		u                                              policy.APIUser
 		scopes, roles, endpoints, proxied, constraints string
 		expires, created, updated, lastUsed            sql.NullInt64
-		idle                                           int64
+		idle, rlRequests, rlWindow                     int64
 		tokenHash, secretHash                          []byte
 	)
 	if err := row.Scan(&u.ID, &u.Org, &u.Product, &u.FriendlyName, &u.Description,
 		&scopes, &roles, &endpoints, &u.AllowProxiedUsers, &proxied, &constraints,
 		&u.Retired, &expires, &idle, &created, &updated, &lastUsed, &u.Version,
-		&tokenHash, &u.TokenID, &secretHash); err != nil {
+		&tokenHash, &u.TokenID, &secretHash, &rlRequests, &rlWindow); err != nil {
 		return nil, err
 	}
+	u.RateLimit = decodeRateLimit(rlRequests, rlWindow)
 	u.ExpiresAt = decodeTime(expires)
 	u.IdleTimeout = time.Duration(idle)
 	u.CreatedAt = decodeTime(created)
@@ -149,6 +152,10 @@ func validateUser(u *policy.APIUser) error {
 		return fmt.Errorf("API user %q: product ID %d is negative; use 0 for an org-level user", u.ID, u.Product)
 	case u.IdleTimeout < 0:
 		return fmt.Errorf("API user %q: idle timeout %s is negative; use 0 for none", u.ID, u.IdleTimeout)
+	case u.RateLimit.Requests < 0 || u.RateLimit.Window < 0:
+		return fmt.Errorf("API user %q: rate limit %d per %s is negative; use 0 requests for none", u.ID, u.RateLimit.Requests, u.RateLimit.Window)
+	case u.RateLimit.Requests > 0 && u.RateLimit.Interval() <= 0:
+		return fmt.Errorf("API user %q: rate limit %d per %s has no time between requests; use a longer window", u.ID, u.RateLimit.Requests, u.RateLimit.Window)
 	}
 	seen := make(map[string]bool, len(u.Keys))
 	for i, k := range u.Keys {

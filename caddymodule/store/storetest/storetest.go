@@ -115,6 +115,7 @@ func FullUser(id string) *policy.APIUser {
 		Retired:             true,
 		ExpiresAt:           instant(20, 123456),
 		IdleTimeout:         90*time.Minute + 15*time.Second,
+		RateLimit:           policy.RateLimit{Requests: 120, Window: 90 * time.Second},
 		CreatedAt:           instant(1, 1),
 		UpdatedAt:           instant(2, 999999),
 		LastUsedAt:          instant(3, 500000),
@@ -376,6 +377,16 @@ func testCreateRefusals(t *testing.T, s store.Store) {
 		{"no ID", func() *policy.APIUser { return minimalUser("", "acme", 0) }, nil},
 		{"no org", func() *policy.APIUser { return minimalUser("other", "", 0) }, nil},
 		{"negative product", func() *policy.APIUser { return minimalUser("other", "acme", -1) }, nil},
+		{"negative rate limit", func() *policy.APIUser {
+			u := minimalUser("other", "acme", 0)
+			u.RateLimit = policy.RateLimit{Requests: -1, Window: time.Minute}
+			return u
+		}, nil},
+		{"rate limit without a window", func() *policy.APIUser {
+			u := minimalUser("other", "acme", 0)
+			u.RateLimit = policy.RateLimit{Requests: 10}
+			return u
+		}, nil},
 		{"key without ID", func() *policy.APIUser {
 			u := minimalUser("other", "acme", 0)
 			u.Keys = []policy.Key{{Hash: hash("x")}}
@@ -512,6 +523,7 @@ func testUpdateUser(t *testing.T, s store.Store) {
 		u.Retired = false
 		u.ExpiresAt = time.Time{}
 		u.IdleTimeout = 0
+		u.RateLimit = policy.RateLimit{Requests: 7, Window: time.Hour}
 		u.LastUsedAt = instant(9, 9)
 		u.TokenHash, u.TokenID = hash("changing/token-2"), "tok-2"
 		u.SecretHash = hash("changing/secret-2")
