@@ -768,25 +768,34 @@ func (a *App) DeleteUser(ctx context.Context, id string) error {
 }
 
 // DeleteUserAt removes the user id if it lives at t (and, with
-// WithIfMatch, if it is unchanged), and returns it as it was. The store
-// deletes by ID only, so a user changed, or deleted and re-created,
-// elsewhere between the check and the delete would be deleted too; IDs are
-// not reused in practice, and both steps are audited.
+// WithIfMatch, if it is unchanged), and returns it as it was. Both checks
+// run inside the delete's transaction, so a user moved or changed in
+// between is not deleted by a request meant for what it was.
 func (a *App) DeleteUserAt(ctx context.Context, t Tenant, id string) (*policy.APIUser, error) {
-	u, err := a.GetUser(ctx, t, id)
+	if err := checkUsername(id); err != nil {
+		return nil, err
+	}
+	p, err := a.placeOf(t)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkIfMatch(ctx, u); err != nil {
-		return nil, err
-	}
-	err = a.store.DeleteUser(ctx, id)
+	var deleted *policy.APIUser
+	err = a.store.DeleteUserIf(ctx, id, func(u *policy.APIUser) error {
+		if !p.holds(u) {
+			return p.notFound(id)
+		}
+		if err := checkIfMatch(ctx, u); err != nil {
+			return err
+		}
+		deleted = a.withLastSeen(cloneUser(u))
+		return nil
+	})
 	a.cache.invalidateUser(id)
 	if err != nil {
-		return nil, storeErr(err, func() error { return &NotFoundError{Message: fmt.Sprintf("no API user %q", id)} })
+		return nil, storeErr(err, func() error { return p.notFound(id) })
 	}
-	a.auditUserChange(ctx, "delete_user", u, nil)
-	return u, nil
+	a.auditUserChange(ctx, "delete_user", deleted, nil)
+	return deleted, nil
 }
 
 // cloneUser copies u deeply enough that changes to the copy's slices and

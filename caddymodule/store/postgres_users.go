@@ -400,7 +400,21 @@ func (s *Postgres) UpdateUser(ctx context.Context, id string, fn func(u *policy.
 
 // DeleteUser implements Store. Its keys go by ON DELETE CASCADE.
 func (s *Postgres) DeleteUser(ctx context.Context, id string) error {
+	return s.DeleteUserIf(ctx, id, nil)
+}
+
+// DeleteUserIf implements Store.
+func (s *Postgres) DeleteUserIf(ctx context.Context, id string, check func(u *policy.APIUser) error) error {
 	return s.write(ctx, func(tx pgx.Tx) error {
+		if check != nil {
+			u, err := pgGetUser(ctx, tx, id, true)
+			if err != nil {
+				return err
+			}
+			if err := check(u); err != nil {
+				return err
+			}
+		}
 		tag, err := tx.Exec(ctx, `DELETE FROM users WHERE id = $1`, id)
 		if err != nil {
 			return fmt.Errorf("deleting API user %q: %w", id, err)

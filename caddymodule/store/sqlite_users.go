@@ -440,7 +440,22 @@ func (s *SQLite) UpdateUser(ctx context.Context, id string, fn func(u *policy.AP
 
 // DeleteUser implements Store.
 func (s *SQLite) DeleteUser(ctx context.Context, id string) error {
+	return s.DeleteUserIf(ctx, id, nil)
+}
+
+// DeleteUserIf implements Store.
+func (s *SQLite) DeleteUserIf(ctx context.Context, id string, check func(u *policy.APIUser) error) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
+		if check != nil {
+			// BEGIN IMMEDIATE keeps every other writer out until commit.
+			u, err := getUser(ctx, tx, id)
+			if err != nil {
+				return err
+			}
+			if err := check(u); err != nil {
+				return err
+			}
+		}
 		// Keys go by ON DELETE CASCADE too; deleting them here keeps that
 		// true even on a connection where foreign keys were left off.
 		if _, err := tx.ExecContext(ctx, `DELETE FROM keys WHERE user_id = ?`, id); err != nil {

@@ -96,6 +96,13 @@ type Store interface {
 	UpdateUser(ctx context.Context, id string, fn func(u *policy.APIUser) error) (*policy.APIUser, error)
 	DeleteUser(ctx context.Context, id string) error // ErrNotFound; removes keys too
 
+	// DeleteUserIf deletes the user as DeleteUser does, if check, called
+	// on the user as stored inside the delete's transaction, returns nil;
+	// otherwise it deletes nothing and returns check's error as is. So a
+	// delete conditioned on the user's tenancy or version cannot remove a
+	// user changed in between. fn must not call the Store.
+	DeleteUserIf(ctx context.Context, id string, check func(u *policy.APIUser) error) error
+
 	// TouchUsers records last-used times; a time only ever moves forward;
 	// it does not change Version or UpdatedAt and appends no change record
 	// (it is not a privilege change). Unknown user IDs and zero times are

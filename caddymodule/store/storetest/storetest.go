@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"UpdateUserRefusals", testUpdateUserRefusals},
 		{"UpdateUserKeys", testUpdateUserKeys},
 		{"DeleteUserRemovesKeys", testDeleteUserRemovesKeys},
+		{"DeleteUserIf", testDeleteUserIf},
 		{"TouchUsers", testTouchUsers},
 		{"ListUsers", testListUsers},
 		{"Roles", testRoles},
@@ -655,6 +656,42 @@ func testUpdateUserKeys(t *testing.T, s store.Store) {
 		wantWhole := clone(stored)
 		wantWhole.Keys = want
 		wantUser(t, stored, wantWhole)
+	}
+}
+
+// testDeleteUserIf: the check sees the user as stored; a check that fails
+// deletes nothing and records no change; one that passes deletes.
+func testDeleteUserIf(t *testing.T, s store.Store) {
+	Seed(t, s)
+	ctx := t.Context()
+	create(t, s, FullUser("conditional"))
+	before := lastChange(t, s)
+	refused := errors.New("not this one")
+	var seen *policy.APIUser
+	err := s.DeleteUserIf(ctx, "conditional", func(u *policy.APIUser) error {
+		seen = clone(u)
+		return refused
+	})
+	if err != refused {
+		t.Fatalf("DeleteUserIf with a failing check: %v, want the check's error as is", err)
+	}
+	if seen == nil || seen.ID != "conditional" || seen.Version != 1 || len(seen.Keys) != 2 {
+		t.Fatalf("the check saw %+v, want the stored user with its keys", seen)
+	}
+	if got := get(t, s, "conditional"); got.Version != 1 {
+		t.Fatalf("after a refused delete the user is at version %d", got.Version)
+	}
+	if after := lastChange(t, s); after != before {
+		t.Errorf("a refused delete recorded a change (%d to %d)", before, after)
+	}
+	if err := s.DeleteUserIf(ctx, "conditional", func(*policy.APIUser) error { return nil }); err != nil {
+		t.Fatalf("DeleteUserIf with a passing check: %v", err)
+	}
+	if _, err := s.GetUser(ctx, "conditional"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetUser after DeleteUserIf: %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteUserIf(ctx, "conditional", func(*policy.APIUser) error { t.Error("check called for a missing user"); return nil }); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("DeleteUserIf of a missing user: %v, want ErrNotFound", err)
 	}
 }
 
