@@ -127,11 +127,17 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if time.Duration(dur) > maxSyncInterval {
 				return d.Errf("sync_interval %s is longer than %s: it bounds how long a revocation made by another process takes to be enforced here; use a value such as 500ms", time.Duration(dur), maxSyncInterval)
 			}
+			if a.MaxStale != 0 && a.MaxStale < 2*dur {
+				return d.Errf("sync_interval %s is more than half of max_stale %s, so a node would refuse cached users between two reads of the change log: lower sync_interval or raise max_stale", time.Duration(dur), time.Duration(a.MaxStale))
+			}
 			a.SyncInterval = dur
 		case "max_stale":
 			dur, err := parsePositiveDuration(d)
 			if err != nil {
 				return err
+			}
+			if a.SyncInterval != 0 && dur < 2*a.SyncInterval {
+				return d.Errf("max_stale %s is less than twice sync_interval %s, so a node would refuse cached users between two reads of the change log: raise max_stale or lower sync_interval", time.Duration(dur), time.Duration(a.SyncInterval))
 			}
 			a.MaxStale = dur
 		case "last_used_interval":

@@ -35,6 +35,8 @@ func TestCaddyfileErrorsNameLineAndFix(t *testing.T) {
 		{"postgres connection string in pieces", "store postgres host=db user=caddy", "", []string{"Caddyfile:3", "quote"}},
 		{"sqlite with two paths", "store sqlite a.db b.db", "", []string{"Caddyfile:3", "optional path"}},
 		{"bad max_stale", "max_stale -5s", "", []string{"Caddyfile:3", "positive duration"}},
+		{"max_stale below twice sync_interval", "sync_interval 1s\n\t\tmax_stale 1500ms", "", []string{"Caddyfile:4", "twice sync_interval"}},
+		{"sync_interval above half of max_stale", "max_stale 1s\n\t\tsync_interval 800ms", "", []string{"Caddyfile:4", "half of max_stale"}},
 		{"bad product ID", "org acme {\n\t\t\tproduct x1 my-product\n\t\t}", "", []string{"Caddyfile:4", "positive number"}},
 		{"duplicate product slug", "org acme {\n\t\t\tproduct 1 p\n\t\t\tproduct 2 p\n\t\t}", "", []string{"Caddyfile:", "p"}},
 		{"bad role scope", "role reader devices", "", []string{"Caddyfile:3", "role reader"}},
