@@ -55,6 +55,7 @@ secret manager: only their hashes are kept.
   caddy api-users role list|show|put|delete ...
   caddy api-users catalog org|product list|put|delete ...
   caddy api-users catalog endpoints
+  caddy api-users check
 
 Add --json for the management API's JSON instead of text.
 `,
@@ -66,7 +67,7 @@ Add --json for the management API's JSON instead of text.
 				cliCreateCommand(), cliListCommand(), cliShowCommand(), cliUpdateCommand(),
 				cliRotateCommand(), cliAddKeyCommand(), cliDeleteKeyCommand(),
 				cliRegenerateSecretCommand(), cliRetireCommand(), cliDeleteCommand(),
-				cliRoleCommand(), cliCatalogCommand(),
+				cliRoleCommand(), cliCatalogCommand(), cliCheckCommand(),
 			)
 		},
 	})
@@ -497,6 +498,33 @@ func cliDeleteCommand() *cobra.Command {
 					return writeIndentedJSON(cmd.OutOrStdout(), okOnly)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "deleted %s and all its credentials\n", args[0])
+				return nil
+			})
+		},
+	}
+}
+
+func cliCheckCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "check",
+		Short: "Checks the store's integrity, and exits non-zero if it is damaged",
+		Long: `Checks the store named by the config: its schema version, and for SQLite
+PRAGMA integrity_check and foreign_key_check; for PostgreSQL the rows that
+reference missing ones. Run it after restoring a backup, or after a crash.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withApp(cmd, func(ctx context.Context, app *App) error {
+				if err := app.store.Check(ctx); err != nil {
+					return fmt.Errorf("the store is damaged: %w", err)
+				}
+				n, err := app.store.CountUsers(ctx)
+				if err != nil {
+					return err
+				}
+				if jsonFlag(cmd) {
+					return writeIndentedJSON(cmd.OutOrStdout(), okWith("users", n))
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "store OK: %d API users\n", n)
 				return nil
 			})
 		},

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"bytes"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -224,5 +225,32 @@ func TestCLIRateLimit(t *testing.T) {
 	mustCLI(t, cfg, "update", "limited-bot", "--rate-limit", "")
 	if out := mustCLI(t, cfg, "show", "limited-bot"); !strings.Contains(out, "rate limit:") || !strings.Contains(out, "the gateway's") {
 		t.Fatalf("after clearing, show says:\n%s", out)
+	}
+}
+
+// TestCLICheck: check passes on a healthy store and fails, naming the
+// damage, on a damaged one.
+func TestCLICheck(t *testing.T) {
+	cfg := cliConfig(t)
+	mustCLI(t, cfg, "create", "--org", "acme", "--scopes", "devices:list")
+	if out := mustCLI(t, cfg, "check"); !strings.Contains(out, "store OK: 1 API users") {
+		t.Fatalf("check on a healthy store:\n%s", out)
+	}
+	// A product whose org vanished, as a hand edit with foreign keys off
+	// would leave it.
+	db, err := sql.Open("sqlite", filepath.Join(filepath.Dir(cfg), "api_users.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	for _, stmt := range []string{`PRAGMA foreign_keys = OFF`, `INSERT INTO products (id, org) VALUES (77, 'vanished')`} {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	_, err = runCLI(t, cfg, "check")
+	if err == nil || !strings.Contains(err.Error(), "damaged") || !strings.Contains(err.Error(), "foreign key") {
+		t.Fatalf("check on a damaged store: %v, want an error naming the foreign key damage", err)
 	}
 }
