@@ -273,6 +273,17 @@ func TestAdversarial(t *testing.T) {
 	if _, tok, err := g.app.UpdateUser(ctx, Tenant{Org: "acme"}, retiredLaterID, &UserSpec{Retired: ptr(true)}); err != nil || tok != "" {
 		t.Fatalf("retiring: new token %q, %v", tok, err)
 	}
+	// An idle timeout is at least a minute: make a user idle for two hours
+	// under a one-hour timeout behind the app's back, then drop it from
+	// the cache, so the gateway reads it as a client would find it.
+	idleID, idle := g.createUser(Tenant{Org: "acme"}, UserSpec{Username: ptr("adv-idle"), Scopes: strs(all...)})
+	if _, err := g.app.store.UpdateUser(ctx, idleID, func(u *policy.APIUser) error {
+		u.CreatedAt, u.IdleTimeout = time.Now().Add(-2*time.Hour), time.Hour
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	g.app.cache.invalidateUser(idleID)
 	keysID, keys := g.createUser(Tenant{Org: "acme"}, UserSpec{Username: ptr("adv-keys"), Scopes: strs(all...)})
 	keyA := keys.Key
 	warm(authz(basicValue(keysID + ":" + keyA + ":" + keys.Secret)))
@@ -642,6 +653,8 @@ func TestAdversarial(t *testing.T) {
 			{name: "retired, with key and secret", raw: rq("GET", "/v1/products/1337/devices", authz(basicValue(retiredID+":"+retired.Key+":"+retired.Secret))), status: 401, code: "user_retired"},
 			{name: "retired after use, token kept", raw: rq("GET", "/v1/products/1337/devices", bearerLine(retiredLater.Token)), status: 401, code: "user_retired"},
 			{name: "expired", raw: rq("GET", "/v1/products/1337/devices", bearerLine(expired.Token)), status: 401, code: "user_expired"},
+			{name: "idle longer than its idle timeout", raw: rq("GET", "/v1/products/1337/devices", bearerLine(idle.Token)), status: 401, code: "user_idle_expired"},
+			{name: "idle, with key and secret", raw: rq("GET", "/v1/products/1337/devices", authz(basicValue(idleID+":"+idle.Key+":"+idle.Secret))), status: 401, code: "user_idle_expired"},
 			{name: "deleted user's token", raw: rq("GET", "/v1/products/1337/devices", bearerLine(deleted.Token)), status: 401, code: "invalid_credentials"},
 			{name: "deleted user's key and secret", raw: rq("GET", "/v1/products/1337/devices", authz(basicValue(deletedID+":"+deleted.Key+":"+deleted.Secret))), status: 401, code: "invalid_credentials"},
 			{name: "rotated: the old token", raw: rq("GET", "/v1/products/1337/devices", bearerLine(rotatedOld.Token)), status: 401, code: "invalid_credentials"},
