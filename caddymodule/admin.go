@@ -352,6 +352,10 @@ var readOnlyFields = []string{"org", "product", "created_at", "updated_at", "las
 
 // jsonFieldError turns a decoding error into a FieldError naming the field.
 func jsonFieldError(err error, fields []string) error {
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		return fe // from a field's own decoder, naming itself
+	}
 	var typeErr *json.UnmarshalTypeError
 	var syntaxErr *json.SyntaxError
 	switch {
@@ -370,6 +374,9 @@ func jsonFieldError(err error, fields []string) error {
 		name = strings.Trim(name, `"`)
 		if slices.Contains(readOnlyFields, name) {
 			return fieldErr(name, "cannot be set by this request (it is read-only or named by the path); leave it out")
+		}
+		if len(fields) == 0 {
+			return fieldErr(name, "is not a field of this request, which takes none: send no body, or {}")
 		}
 		return fieldErr(name, "is not a field of this request: use %s", strings.Join(fields, ", "))
 	}
@@ -432,6 +439,9 @@ func (h *Admin) listTeam(c *adminCall) (any, error) {
 func (h *Admin) getUser(c *adminCall) (any, error) {
 	u, err := h.app.GetUser(c.ctx, c.tenant(), c.r.PathValue("username"))
 	if err != nil {
+		return nil, err
+	}
+	if err := checkIfMatch(c.ctx, u); err != nil {
 		return nil, err
 	}
 	c.setETag(u)

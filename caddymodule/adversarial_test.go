@@ -515,6 +515,16 @@ func TestAdversarial(t *testing.T) {
 			{name: "X-Rewrite-URL to another tenant", raw: rq("GET", "/v1/products/1337/devices", auth, "X-Rewrite-URL: /v1/products/9001/devices"), status: 400, code: "ambiguous_path"},
 			{name: "x-original-url lower case, same path", raw: rq("GET", "/v1/products/1337/devices", auth, "x-original-url: /v1/products/1337/devices"), status: 400, code: "ambiguous_path"},
 			{name: "X-ORIGINAL-URL before authentication", raw: rq("GET", "/v1/products/1337/devices", "X-ORIGINAL-URL: /admin"), status: 400, code: "ambiguous_path"},
+			// A protocol upgrade would turn the connection into a tunnel
+			// to the backend once it answers 101 (h2c smuggling): every
+			// request inside would go undecided.
+			{name: "Upgrade: h2c", raw: rq("GET", "/v1/products/1337/devices", auth, "Connection: Upgrade, HTTP2-Settings", "Upgrade: h2c", "HTTP2-Settings: AAMAAABkAAQAAP__"), status: 400, code: "upgrade_not_allowed"},
+			{name: "Upgrade: h2c without HTTP2-Settings", raw: rq("GET", "/v1/products/1337/devices", auth, "Connection: Upgrade", "Upgrade: h2c"), status: 400, code: "upgrade_not_allowed"},
+			{name: "Upgrade without Connection", raw: rq("GET", "/v1/products/1337/devices", auth, "upgrade: h2c"), status: 400, code: "upgrade_not_allowed"},
+			{name: "WebSocket upgrade", raw: rq("GET", "/v1/products/1337/devices", auth, "Connection: keep-alive, Upgrade", "Upgrade: websocket", "Sec-WebSocket-Version: 13", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="), status: 400, code: "upgrade_not_allowed"},
+			{name: "Connection: upgrade alone", raw: rq("GET", "/v1/products/1337/devices", auth, "Connection: UPGRADE"), status: 400, code: "upgrade_not_allowed"},
+			{name: "HTTP2-Settings alone", raw: rq("GET", "/v1/products/1337/devices", auth, "HTTP2-Settings: AAMAAABkAAQAAP__"), status: 400, code: "upgrade_not_allowed"},
+			{name: "Upgrade before authentication", raw: rq("GET", "/v1/products/1337/devices", "Connection: Upgrade", "Upgrade: h2c"), status: 400, code: "upgrade_not_allowed"},
 			{name: "X-Original-URL declared as a trailer", raw: "POST /v1/products/1337/events HTTP/1.1\r\nHost: x\r\n" + auth + "\r\nTrailer: X-Original-URL\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nX-Original-URL: /admin\r\n\r\n", status: 400, code: "ambiguous_path"},
 			{name: "two Host fields", raw: rq("GET", "/v1/products/1337/devices", auth, "Host: evil.example"), status: 400, code: beforeGateway},
 
@@ -569,7 +579,7 @@ func TestAdversarial(t *testing.T) {
 			{name: "PATCH on a PUT endpoint", raw: rq("PATCH", "/v1/products/1337/devices/dev1", auth), status: 403, code: "no_endpoint"},
 			{name: "DELETE", raw: rq("DELETE", "/v1/products/1337/devices/dev1", auth), status: 403, code: "no_endpoint"},
 			{name: "unknown method", raw: rq("PURGE", "/v1/products/1337/devices", auth), status: 403, code: "no_endpoint"},
-			{name: "CONNECT with a path", raw: rq("CONNECT", "/v1/products/1337/devices", auth), status: 403, code: "no_endpoint"},
+			{name: "CONNECT with a path, a tunnel", raw: rq("CONNECT", "/v1/products/1337/devices", auth), status: 400, code: "upgrade_not_allowed"},
 			{name: "CONNECT with an authority", raw: rq("CONNECT", "{gw}", auth), status: 400, code: "ambiguous_path"},
 			{name: "method with a bad character", raw: rq("G@T", "/v1/products/1337/devices", auth), status: 400, code: beforeGateway},
 			{name: "two spaces after the method", raw: rq("GET ", "/v1/products/1337/devices", auth), status: 400, code: beforeGateway},

@@ -210,6 +210,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if hdr.methodOverride || policy.QueryOverridesMethod(r.URL.RawQuery) {
 		return g.refuse(w, r, &rec, policy.MethodOverride, 0)
 	}
+	if requestsUpgrade(r) {
+		return g.refuse(w, r, &rec, policy.UpgradeRefused, 0)
+	}
 	if r.Trailer != nil {
 		if reason := g.headers.declaredOverride(r.Trailer); reason != policy.Allowed {
 			return g.refuse(w, r, &rec, reason, 0)

@@ -244,6 +244,36 @@ func (hr *headerRules) namesIdentity(list []string) bool {
 	return false
 }
 
+// requestsUpgrade reports whether r asks to leave HTTP request by request:
+// a protocol upgrade (Upgrade, HTTP2-Settings or an "upgrade" token in
+// Connection, in any case), or a CONNECT tunnel, HTTP/2's extended CONNECT
+// included. Once a backend answers 101 or 200, reverse_proxy relays raw
+// bytes both ways, and every request inside (h2c frames, say) would reach
+// the backend with whatever method, path and identity headers the client
+// chose.
+func requestsUpgrade(r *http.Request) bool {
+	if r.Method == http.MethodConnect {
+		return true
+	}
+	h := r.Header
+	if _, ok := h["Upgrade"]; ok {
+		return true
+	}
+	if _, ok := h["Http2-Settings"]; ok {
+		return true
+	}
+	for _, v := range h["Connection"] {
+		for v != "" {
+			var tok string
+			tok, v, _ = strings.Cut(v, ",")
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // declaredOverride reports whether a request's declared trailers name a
 // path- or method-override header, and which reason refuses it. Such a
 // request is refused like one that sends the header up front: a backend

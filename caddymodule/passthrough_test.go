@@ -112,3 +112,23 @@ func TestPassThroughIsOffByDefault(t *testing.T) {
 		t.Fatalf("upstream got %d requests", len(got))
 	}
 }
+
+// TestPassThroughRefusesUpgrades: pass-through forwards requests without a
+// credential, but never a protocol upgrade, which would open a tunnel to
+// the backend that no decision covers (h2c request smuggling).
+func TestPassThroughRefusesUpgrades(t *testing.T) {
+	g := startGateway(t, gatewayOptions{gatewayBlock: "pass_through\n\t\tlockout off"})
+	g.upstream.take()
+	for _, h := range []http.Header{
+		{"Connection": {"Upgrade, HTTP2-Settings"}, "Upgrade": {"h2c"}, "Http2-Settings": {"AAMAAABkAAQAAP__"}},
+		{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}},
+	} {
+		r := g.do("OPTIONS", "/public", h)
+		if r.Status != 400 || r.Error.Error != "upgrade_not_allowed" {
+			t.Errorf("upgrade %v: %d %q, want 400 upgrade_not_allowed", h["Upgrade"], r.Status, r.Error.Error)
+		}
+		if got := g.upstream.take(); len(got) != 0 {
+			t.Errorf("upgrade %v reached the upstream", h["Upgrade"])
+		}
+	}
+}

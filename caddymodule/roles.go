@@ -101,8 +101,8 @@ func (a *App) PutRole(ctx context.Context, name string, spec RoleSpec) (RoleView
 	if _, ok := a.configRole(name); ok {
 		return RoleView{}, conflictErr("role %q is defined in the api_users config, which is read-only here: change it in the Caddyfile", name)
 	}
-	if len(spec.Description) > 4000 {
-		return RoleView{}, fieldErr("description", "is longer than 4000 characters")
+	if err := checkText("description", spec.Description, 4000, true); err != nil {
+		return RoleView{}, err
 	}
 	if len(spec.Scopes) == 0 {
 		return RoleView{}, fieldErr("scopes", "lists no scopes: a role grants at least one, such as \"devices:list\"")

@@ -1,9 +1,11 @@
 package caddymodule
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -11,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -227,14 +231,14 @@ func checkUsername(id string) error {
 func (a *App) applySpec(u *policy.APIUser, spec *UserSpec) error {
 	v := a.view.Load()
 	if spec.FriendlyName != nil {
-		if len(*spec.FriendlyName) > 200 {
-			return fieldErr("friendly_name", "is longer than 200 characters")
+		if err := checkText("friendly_name", *spec.FriendlyName, 200, false); err != nil {
+			return err
 		}
 		u.FriendlyName = *spec.FriendlyName
 	}
 	if spec.Description != nil {
-		if len(*spec.Description) > 4000 {
-			return fieldErr("description", "is longer than 4000 characters")
+		if err := checkText("description", *spec.Description, 4000, true); err != nil {
+			return err
 		}
 		u.Description = *spec.Description
 	}
@@ -313,6 +317,11 @@ func (a *App) applySpec(u *policy.APIUser, spec *UserSpec) error {
 			if len(values) == 0 {
 				return fieldErr("resource_constraints", "{%s} lists no values: list at least one, or remove the constraint", name)
 			}
+			for _, value := range values {
+				if value == "" || len(value) > 1024 || !utf8.ValidString(value) || strings.ContainsFunc(value, unicode.IsControl) {
+					return fieldErr("resource_constraints", "{%s} value %q can never match a path segment: give the value as it appears in the path, 1 to 1024 bytes without control characters", name, value)
+				}
+			}
 			rc[name] = dedupe(values)
 		}
 		if len(rc) == 0 {
@@ -332,6 +341,28 @@ type UserRateLimit struct {
 	Window   string `json:"window,omitempty"`
 }
 
+// UnmarshalJSON reads a rate limit object, naming the field of any error
+// as rate_limit.<name>.
+func (r *UserRateLimit) UnmarshalJSON(data []byte) error {
+	type plain UserRateLimit
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var v plain
+	if err := dec.Decode(&v); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &typeErr) && typeErr.Field != "":
+			return fieldErr("rate_limit."+typeErr.Field, "must be %s, not %s", map[string]string{"requests": "a whole number", "window": "a duration string such as \"1m\""}[typeErr.Field], typeErr.Value)
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			return fieldErr("rate_limit."+name, "is not a field of a rate limit: use requests and window, such as {\"requests\": 600, \"window\": \"1m\"}")
+		}
+		return fieldErr("rate_limit", "must be an object such as {\"requests\": 600, \"window\": \"1m\"}")
+	}
+	*r = UserRateLimit(v)
+	return nil
+}
+
 func (r *UserRateLimit) parse() (policy.RateLimit, error) {
 	if r.Requests == 0 {
 		return policy.RateLimit{}, nil
@@ -344,6 +375,24 @@ func (r *UserRateLimit) parse() (policy.RateLimit, error) {
 		return policy.RateLimit{}, fieldErr("rate_limit.window", "%q is not a duration from 1s to 8784h, such as 1m", r.Window)
 	}
 	return policy.RateLimit{Requests: r.Requests, Window: w}, nil
+}
+
+// checkText checks a free-text field: valid UTF-8, at most max characters,
+// and no control characters (but tabs and line breaks where multiline):
+// PostgreSQL refuses NUL, and a terminal or a log viewer may obey the rest.
+func checkText(field, s string, max int, multiline bool) error {
+	if !utf8.ValidString(s) {
+		return fieldErr(field, "is not valid UTF-8")
+	}
+	if n := utf8.RuneCountInString(s); n > max {
+		return fieldErr(field, "is %d characters long, more than %d", n, max)
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) && !(multiline && (r == '\n' || r == '\t' || r == '\r')) {
+			return fieldErr(field, "holds the control character %U: remove it", r)
+		}
+	}
+	return nil
 }
 
 // knownScopes parses scopes and checks that some endpoint requires each: a
@@ -364,7 +413,15 @@ func knownScopes(c *policy.Catalog, field string, in []string) ([]policy.Scope, 
 	return scopes, nil
 }
 
-// parseOptionalTime reads an RFC 3339 time; "" is the zero time.
+// Times the management API accepts: both stores keep them exactly, to the
+// microsecond.
+var (
+	minSpecTime = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxSpecTime = time.Date(2262, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+// parseOptionalTime reads an RFC 3339 time, cut to the microsecond as both
+// stores keep it; "" is the zero time ("never"), the only way to say so.
 func parseOptionalTime(field, s string) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, nil
@@ -373,7 +430,10 @@ func parseOptionalTime(field, s string) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, fieldErr(field, "%q is not an RFC 3339 time such as 2027-01-31T00:00:00Z", s)
 	}
-	return t.UTC(), nil
+	if t.Before(minSpecTime) || !t.Before(maxSpecTime) {
+		return time.Time{}, fieldErr(field, "%q is outside the years 1970 to 2261 that the store keeps (use \"\" for never)", s)
+	}
+	return t.UTC().Truncate(time.Microsecond), nil
 }
 
 func dedupe(in []string) []string {

@@ -172,19 +172,29 @@ func byteSet(s string) (set [256]bool) {
 }
 
 // confusables are the code points from 0x80 up that CheckPath refuses when
-// escaped: the C1 control characters, then every character whose NFKC or
-// NFKD form contains "/", "\", ".", ";" or "%" (generated from Unicode's
-// decomposition data with golang.org/x/text/unicode/norm). Some frameworks
-// and filesystems apply that normalisation, or Windows' similar "best fit"
-// mapping, after the gateway has matched the path, and "%EF%BC%8F" would
-// then become "/". The ranges are sorted and inclusive.
+// escaped: the C1 control characters; every character whose NFKC or NFKD
+// form contains "/", "\", ".", ";" or "%" (generated from Unicode's
+// decomposition data with golang.org/x/text/unicode/norm); and the
+// characters Windows' "best fit" conversion to a legacy code page turns
+// into "/" or "\", which normalisation does not: the yen and won signs
+// (the backslash of the Japanese and Korean code pages), the fraction and
+// division slashes, set minus, and the solidus operators. Some frameworks
+// and filesystems apply one of these after the gateway has matched the
+// path, and "%EF%BC%8F" or "%C2%A5" would then become a separator. The
+// ranges are sorted and inclusive.
 var confusables = [...][2]rune{
 	{0x0080, 0x009F},   // C1 controls
+	{0x00A5, 0x00A5},   // yen sign: "\" by best fit to code page 932
 	{0x037E, 0x037E},   // Greek question mark, ";"
 	{0x2024, 0x2026},   // one-dot leader, two-dot leader, ellipsis
+	{0x2044, 0x2044},   // fraction slash: "/" by best fit
+	{0x20A9, 0x20A9},   // won sign: "\" by best fit to code page 949
 	{0x2100, 0x2101},   // account of, addressed to the subject: "a/c", "a/s"
 	{0x2105, 0x2106},   // care of, cada una: "c/o", "c/u"
+	{0x2215, 0x2216},   // division slash, set minus: "/" and "\" by best fit
 	{0x2488, 0x249B},   // digit full stops "1." to "20."
+	{0x29F5, 0x29F5},   // reverse solidus operator
+	{0x29F8, 0x29F9},   // big solidus, big reverse solidus
 	{0x33C2, 0x33C2},   // "a.m."
 	{0x33C7, 0x33C7},   // "Co."
 	{0x33D8, 0x33D8},   // "p.m."

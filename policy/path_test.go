@@ -249,6 +249,23 @@ func TestCheckPathUTF8(t *testing.T) {
 	}
 }
 
+// TestCheckPathWindowsBestFit: characters that Windows' best-fit
+// conversion turns into "/" or "\" are refused like the separators.
+func TestCheckPathWindowsBestFit(t *testing.T) {
+	for _, p := range []string{
+		"/v1/products/1337/devices/..%C2%A5..%C2%A5admin", // yen sign
+		"/v1/products/1337/devices/..%E2%82%A9admin",      // won sign
+		"/v1/products/1337/devices/..%E2%88%95admin",      // division slash
+		"/v1/products/1337/devices/..%E2%81%84admin",      // fraction slash
+		"/v1/products/1337/devices/..%E2%88%96admin",      // set minus
+		"/v1/products/1337/devices/a%E2%A7%B5b",           // reverse solidus operator
+	} {
+		if got := CheckPath(p); got != AmbiguousPath {
+			t.Errorf("CheckPath(%q) = %v, want ambiguous_path", p, got)
+		}
+	}
+}
+
 func TestCheckPathDoesNotAllocate(t *testing.T) {
 	for _, p := range []string{"/v1/products/my-product-v1/devices/0a1b2c3d", "/caf%C3%A9", "/a/%2f"} {
 		if n := testing.AllocsPerRun(100, func() { CheckPath(p) }); n != 0 {

@@ -221,6 +221,7 @@ func (s *Postgres) CreateUser(ctx context.Context, u *policy.APIUser) error {
 		return err
 	}
 	c := *u
+	pgTruncateTimes(&c)
 	c.Version = 1
 	if c.CreatedAt.IsZero() {
 		c.CreatedAt = s.now()
@@ -258,8 +259,29 @@ func (s *Postgres) CreateUser(ctx context.Context, u *policy.APIUser) error {
 	if err != nil {
 		return err
 	}
-	u.Version, u.CreatedAt, u.UpdatedAt = c.Version, c.CreatedAt, c.UpdatedAt
+	// The caller's user becomes what was stored, to the microsecond.
+	*u = c
 	return nil
+}
+
+// pgTruncateTimes cuts u's times to the microsecond, as PostgreSQL keeps
+// them, so that the user a write returns is the user a read returns: an
+// entity tag or a comparison made from one holds for the other. The keys
+// are copied, not changed in place.
+func pgTruncateTimes(u *policy.APIUser) {
+	u.ExpiresAt = u.ExpiresAt.Truncate(time.Microsecond)
+	u.CreatedAt = u.CreatedAt.Truncate(time.Microsecond)
+	u.UpdatedAt = u.UpdatedAt.Truncate(time.Microsecond)
+	u.LastUsedAt = u.LastUsedAt.Truncate(time.Microsecond)
+	keys := make([]policy.Key, len(u.Keys))
+	for i, k := range u.Keys {
+		k.CreatedAt = k.CreatedAt.Truncate(time.Microsecond)
+		k.ExpiresAt = k.ExpiresAt.Truncate(time.Microsecond)
+		keys[i] = k
+	}
+	if u.Keys != nil {
+		u.Keys = keys
+	}
 }
 
 // GetUser implements Store.
@@ -369,6 +391,7 @@ func (s *Postgres) UpdateUser(ctx context.Context, id string, fn func(u *policy.
 		}
 		u.Version = read + 1
 		u.UpdatedAt = s.now()
+		pgTruncateTimes(u)
 		args, err := pgUserArgs(u)
 		if err != nil {
 			return err

@@ -280,6 +280,30 @@ func testCreateSetsVersionAndTimes(t *testing.T, s store.Store) {
 	if got.Version != 1 || !got.CreatedAt.Equal(u.CreatedAt) || !got.UpdatedAt.Equal(u.UpdatedAt) {
 		t.Errorf("stored Version %d CreatedAt %v, want 1 and %v", got.Version, got.CreatedAt, u.CreatedAt)
 	}
+	// Times the caller set, to the nanosecond, come back from CreateUser as
+	// a read returns them: whatever precision the store keeps, the user
+	// CreateUser returns and the user GetUser returns are the same.
+	precise := time.Date(2026, 5, 4, 3, 2, 1, 123456789, time.UTC)
+	v := &policy.APIUser{ID: "precise", Org: "acme", CreatedAt: precise, UpdatedAt: precise, ExpiresAt: precise.Add(time.Hour),
+		Keys: []policy.Key{{ID: "precise-key", Hash: hash("precise/key"), CreatedAt: precise, ExpiresAt: precise.Add(time.Minute)}}}
+	create(t, s, v)
+	stored := get(t, s, "precise")
+	if !stored.CreatedAt.Equal(v.CreatedAt) || !stored.ExpiresAt.Equal(v.ExpiresAt) ||
+		!stored.Keys[0].CreatedAt.Equal(v.Keys[0].CreatedAt) || !stored.Keys[0].ExpiresAt.Equal(v.Keys[0].ExpiresAt) {
+		t.Errorf("CreateUser returned times %v / %v / %v / %v, a read returns %v / %v / %v / %v",
+			v.CreatedAt, v.ExpiresAt, v.Keys[0].CreatedAt, v.Keys[0].ExpiresAt,
+			stored.CreatedAt, stored.ExpiresAt, stored.Keys[0].CreatedAt, stored.Keys[0].ExpiresAt)
+	}
+	updated, err := s.UpdateUser(t.Context(), "precise", func(u *policy.APIUser) error {
+		u.ExpiresAt = precise.Add(2 * time.Hour)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again := get(t, s, "precise"); !again.ExpiresAt.Equal(updated.ExpiresAt) || !again.UpdatedAt.Equal(updated.UpdatedAt) {
+		t.Errorf("UpdateUser returned expiry %v, update time %v; a read returns %v, %v", updated.ExpiresAt, updated.UpdatedAt, again.ExpiresAt, again.UpdatedAt)
+	}
 }
 
 func testEmptyListsComeBackNil(t *testing.T, s store.Store) {
