@@ -26,8 +26,11 @@ import (
 
 // catalogMu serialises this process's changes to roles, orgs and products,
 // so that the check that a change keeps the merged view valid and the
-// write are not interleaved with another change.
-var catalogMu sync.Mutex
+// write are not interleaved with another change. A user write that gives
+// roles holds it for reading, so that a role cannot be deleted between the
+// check that it exists and the write that gives it (which would leave the
+// user a dangling name, and the rights of any role later created under it).
+var catalogMu sync.RWMutex
 
 // RoleSpec is what a PUT of a role sets: the whole role.
 type RoleSpec struct {

@@ -475,6 +475,10 @@ func storeErr(err error, notFound func() error) error {
 // CreateUser validates spec, issues a token, a Secret and a first Key, and
 // stores the user. Nothing is written unless everything is valid.
 func (a *App) CreateUser(ctx context.Context, t Tenant, spec *UserSpec) (*policy.APIUser, *Issued, error) {
+	if spec.Roles != nil {
+		catalogMu.RLock()
+		defer catalogMu.RUnlock()
+	}
 	org, product, err := a.resolveTenant(t)
 	if err != nil {
 		return nil, nil, err
@@ -612,6 +616,10 @@ func (a *App) changeUser(ctx context.Context, t Tenant, id string, fn func(u *po
 func (a *App) UpdateUser(ctx context.Context, t Tenant, id string, spec *UserSpec) (u *policy.APIUser, newToken string, err error) {
 	if spec.Username != nil && *spec.Username != id {
 		return nil, "", fieldErr("username", "a username cannot change (from %q to %q): create a new user and delete this one instead", id, *spec.Username)
+	}
+	if spec.Roles != nil {
+		catalogMu.RLock()
+		defer catalogMu.RUnlock()
 	}
 	before, after, err := a.changeUser(ctx, t, id, func(u *policy.APIUser) error {
 		newToken = ""
