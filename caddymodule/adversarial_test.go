@@ -30,7 +30,7 @@ import (
 //   - nothing allowed is mangled: the upstream gets exactly one request
 //     with the method and request-target that were matched, byte for byte
 //     (query included), the identity headers the decision set and no
-//     Authorization;
+//     Authorization, and no API-user credential anywhere in its bytes;
 //   - at the end, the upstream saw as many requests as there were allowed
 //     rows.
 
@@ -465,6 +465,16 @@ func TestAdversarial(t *testing.T) {
 			{name: "raw overlong dot, escaped by net/http", raw: rq("GET", "/v1/products/1337/devices/\xc0\xae\xc0\xae", orgAuth), status: 400, code: "ambiguous_path"},
 			{name: "raw fullwidth solidus, escaped by net/http", raw: rq("GET", "/v1/products/1337/devices/..\xef\xbc\x8f9001", orgAuth), status: 400, code: "ambiguous_path"},
 			{name: "raw bracket", raw: rq("GET", "/v1/products/1337/devices/[dev1]", orgAuth), status: 400, code: "ambiguous_path"},
+			// An escaped "?" or "#" ends the path for any hop that decodes
+			// it and parses it again: /devices/0a1b2c%3F/x would reach
+			// /devices/0a1b2c there, an endpoint with another scope.
+			refusedPath("escaped question mark", "/v1/products/1337/devices/0a1b2c%3F/x"),
+			refusedPath("escaped question mark, lower case", "/v1/products/1337/devices/0a1b2c%3f/x"),
+			refusedPath("escaped number sign", "/v1/products/1337/devices/0a1b2c%23/x"),
+			refusedPath("fullwidth question mark", "/v1/products/1337/devices/0a1b2c%EF%BC%9F/x"),
+			refusedPath("fullwidth number sign", "/v1/products/1337/devices/0a1b2c%EF%BC%83/x"),
+			refusedPath("small question mark", "/v1/products/1337/devices/0a1b2c%EF%B9%96/x"),
+			refusedPath("small number sign", "/v1/products/1337/devices/0a1b2c%EF%B9%9F/x"),
 		}},
 		{"header smuggling", []advRow{
 			{name: "Authorization twice, both valid", raw: rq("GET", "/v1/products/1337/devices", auth, auth), status: 401, code: "malformed_credentials"},
@@ -475,9 +485,22 @@ func TestAdversarial(t *testing.T) {
 			{name: "lower-case authorization", raw: rq("GET", "/v1/products/1337/devices", "authorization: Bearer "+tok), status: 200, fwd: allow("GET", "/v1/products/1337/devices", asProd)},
 			{name: "upper-case AUTHORIZATION and scheme", raw: rq("GET", "/v1/products/1337/devices", "AUTHORIZATION: BEARER "+tok), status: 200, fwd: allow("GET", "/v1/products/1337/devices", asProd)},
 			{name: "Authorization with underscore is no credential", raw: rq("GET", "/v1/products/1337/devices", "Author_ization: Bearer "+tok), status: 401, code: "missing_credentials"},
-			{name: "Proxy-Authorization is no credential", raw: rq("GET", "/v1/products/1337/devices", "Proxy-Authorization: Bearer "+tok), status: 401, code: "missing_credentials"},
-			{name: "token in a cookie is no credential", raw: rq("GET", "/v1/products/1337/devices", "Cookie: Authorization=Bearer%20"+tok), status: 401, code: "missing_credentials"},
-			{name: "token in the query is no credential", raw: rq("GET", "/v1/products/1337/devices?access_token="+tok), status: 401, code: "missing_credentials"},
+			// A credential anywhere but Authorization is refused before
+			// anything else, so it is never forwarded or logged.
+			{name: "token in Proxy-Authorization", raw: rq("GET", "/v1/products/1337/devices", "Proxy-Authorization: Bearer "+tok), status: 400, code: "misplaced_credentials"},
+			{name: "token in a cookie", raw: rq("GET", "/v1/products/1337/devices", "Cookie: Authorization=Bearer%20"+tok), status: 400, code: "misplaced_credentials"},
+			{name: "token in the query", raw: rq("GET", "/v1/products/1337/devices?access_token="+tok), status: 400, code: "misplaced_credentials"},
+			{name: "token in the query of an allowed request", raw: rq("GET", "/v1/products/1337/devices?access_token="+tok, auth), status: 400, code: "misplaced_credentials"},
+			{name: "token in the query, percent-encoded", raw: rq("GET", "/v1/products/1337/devices?t=%61piu%5Fat%5F"+tok[len(policy.TokenPrefix):], orgAuth), status: 400, code: "misplaced_credentials"},
+			{name: "token in the query, encoded twice", raw: rq("GET", "/v1/products/1337/devices?t=apiu%255Fat%255F"+tok[len(policy.TokenPrefix):], orgAuth), status: 400, code: "misplaced_credentials"},
+			{name: "token in the query, upper case", raw: rq("GET", "/v1/products/1337/devices?t="+strings.ToUpper(tok), orgAuth), status: 400, code: "misplaced_credentials"},
+			{name: "Secret in the query", raw: rq("GET", "/v1/products/1337/devices?secret="+newSecret, orgAuth), status: 400, code: "misplaced_credentials"},
+			{name: "Key in the query name", raw: rq("GET", "/v1/products/1337/devices?"+keyB.Value+"=1", orgAuth), status: 400, code: "misplaced_credentials"},
+			{name: "token in another header", raw: rq("GET", "/v1/products/1337/devices", orgAuth, "X-Api-Key: "+tok), status: 400, code: "misplaced_credentials"},
+			{name: "Basic credential in another header", raw: rq("GET", "/v1/products/1337/devices", orgAuth, "X-Forwarded-Authorization: "+basicValue(keysID+":"+keyB.Value+":"+newSecret)), status: 400, code: "misplaced_credentials"},
+			{name: "token in the path", raw: rq("GET", "/v1/products/1337/devices/"+tok, orgAuth), status: 400, code: "misplaced_credentials"},
+			{name: "token declared as a trailer, sent up front", raw: rq("GET", "/v1/products/1337/devices", orgAuth, "Trailer: X-Token", "X-Token: "+tok), status: 400, code: "misplaced_credentials"},
+			{name: "token sent as a trailer is dropped", raw: "POST /v1/products/1337/events HTTP/1.1\r\nHost: x\r\n" + orgAuth + "\r\nTrailer: X-Token\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunk("{}") + "0\r\nX-Token: " + tok + "\r\n\r\n", status: 200, fwd: allow("POST", "/v1/products/1337/events", asOrg)},
 			{name: "Authorization only as a trailer", raw: "POST /v1/products/1337/events HTTP/1.1\r\nHost: x\r\nTrailer: Authorization\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n" + auth + "\r\n\r\n", status: 401, code: "missing_credentials"},
 			{name: "X_Api_User", raw: rq("GET", "/v1/products/1337/devices", auth, "X_Api_User: spoof-1"), status: 200, fwd: allow("GET", "/v1/products/1337/devices", asProd)},
 			{name: "X-Api_User-Org", raw: rq("GET", "/v1/products/1337/devices", auth, "X-Api_User-Org: spoof-2"), status: 200, fwd: allow("GET", "/v1/products/1337/devices", asProd)},
@@ -589,9 +612,9 @@ func TestAdversarial(t *testing.T) {
 			{name: "empty Authorization", raw: rq("GET", "/v1/products/1337/devices", "Authorization:"), status: 401, code: "missing_credentials"},
 			{name: "Bearer alone", raw: rq("GET", "/v1/products/1337/devices", authz("Bearer")), status: 401, code: "missing_credentials"},
 			{name: "empty Bearer", raw: rq("GET", "/v1/products/1337/devices", authz("Bearer ")), status: 401, code: "missing_credentials"},
-			{name: "Bearer twice", raw: rq("GET", "/v1/products/1337/devices", authz("Bearer Bearer "+tok)), status: 401, code: "missing_credentials"},
-			{name: "token without a scheme", raw: rq("GET", "/v1/products/1337/devices", authz(tok)), status: 401, code: "missing_credentials"},
-			{name: "tab after the scheme", raw: rq("GET", "/v1/products/1337/devices", authz("Bearer\t"+tok)), status: 401, code: "missing_credentials"},
+			{name: "Bearer twice", raw: rq("GET", "/v1/products/1337/devices", authz("Bearer Bearer "+tok)), status: 401, code: "malformed_credentials"},
+			{name: "token without a scheme", raw: rq("GET", "/v1/products/1337/devices", authz(tok)), status: 401, code: "malformed_credentials"},
+			{name: "tab after the scheme", raw: rq("GET", "/v1/products/1337/devices", authz("Bearer\t"+tok)), status: 401, code: "malformed_credentials"},
 			{name: "other scheme", raw: rq("GET", "/v1/products/1337/devices", authz("Digest username=\"adv-prod\"")), status: 401, code: "missing_credentials"},
 			{name: "extra spaces after the scheme", raw: rq("GET", "/v1/products/1337/devices", authz("Bearer   "+tok)), status: 200, fwd: allow("GET", "/v1/products/1337/devices", asProd)},
 			{name: "blanks around the field value", raw: rq("GET", "/v1/products/1337/devices", "Authorization: \t Bearer "+tok+" \t"), status: 200, fwd: allow("GET", "/v1/products/1337/devices", asProd)},
@@ -603,9 +626,9 @@ func TestAdversarial(t *testing.T) {
 			{name: "8 KiB Basic", raw: rq("GET", "/v1/products/1337/devices", authz(basicValue(keysID+":"+keyB.Value+":"+newSecret+strings.Repeat("k", 6<<10)))), status: 401, code: "malformed_credentials"},
 			{name: "64 KiB token", raw: rq("GET", "/v1/products/1337/devices", authz("Bearer "+policy.TokenPrefix+strings.Repeat("a", 64<<10))), status: 431, code: beforeGateway},
 			{name: "64 KiB Basic", raw: rq("GET", "/v1/products/1337/devices", authz(basicValue(strings.Repeat("k", 48<<10)))), status: 431, code: beforeGateway},
-			{name: "a Secret as a bearer token", raw: rq("GET", "/v1/products/1337/devices", bearerLine(policy.SecretPrefix+hex48)), status: 401, code: "missing_credentials"},
-			{name: "a Key as a bearer token", raw: rq("GET", "/v1/products/1337/devices", bearerLine(keyB.Value)), status: 401, code: "missing_credentials"},
-			{name: "upper-case prefix", raw: rq("GET", "/v1/products/1337/devices", bearerLine(strings.ToUpper(policy.TokenPrefix)+hex48)), status: 401, code: "missing_credentials"},
+			{name: "a Secret as a bearer token", raw: rq("GET", "/v1/products/1337/devices", bearerLine(policy.SecretPrefix+hex48)), status: 401, code: "malformed_credentials"},
+			{name: "a Key as a bearer token", raw: rq("GET", "/v1/products/1337/devices", bearerLine(keyB.Value)), status: 401, code: "malformed_credentials"},
+			{name: "upper-case prefix", raw: rq("GET", "/v1/products/1337/devices", bearerLine(strings.ToUpper(policy.TokenPrefix)+hex48)), status: 401, code: "malformed_credentials"},
 			{name: "one hex digit short", raw: rq("GET", "/v1/products/1337/devices", bearerLine(tok[:len(tok)-1])), status: 401, code: "malformed_credentials"},
 			{name: "one hex digit long", raw: rq("GET", "/v1/products/1337/devices", bearerLine(tok+"0")), status: 401, code: "malformed_credentials"},
 			{name: "upper-case hex", raw: rq("GET", "/v1/products/1337/devices", bearerLine(policy.TokenPrefix+strings.ToUpper(tok[len(policy.TokenPrefix):]))), status: 401, code: "malformed_credentials"},
@@ -622,7 +645,7 @@ func TestAdversarial(t *testing.T) {
 			{name: "Basic, base64 without padding", raw: rq("GET", "/v1/products/1337/devices", authz("Basic "+base64.RawStdEncoding.EncodeToString([]byte(keysID+":"+keyB.Value+":"+newSecret)))), status: 401, code: "malformed_credentials"},
 			{name: "Basic, base64 with a space", raw: rq("GET", "/v1/products/1337/devices", authz("Basic "+base64.StdEncoding.EncodeToString([]byte(keysID+":"+keyB.Value+":"))+" "+base64.StdEncoding.EncodeToString([]byte(newSecret)))), status: 401, code: "malformed_credentials"},
 			{name: "Basic, key without secret", raw: rq("GET", "/v1/products/1337/devices", authz(basicValue(keysID+":"+keyB.Value))), status: 401, code: "malformed_credentials"},
-			{name: "Basic, secret and key swapped", raw: rq("GET", "/v1/products/1337/devices", authz(basicValue(keysID+":"+newSecret+":"+keyB.Value))), status: 401, code: "missing_credentials"},
+			{name: "Basic, secret and key swapped", raw: rq("GET", "/v1/products/1337/devices", authz(basicValue(keysID+":"+newSecret+":"+keyB.Value))), status: 401, code: "malformed_credentials"},
 			{name: "Basic, a fourth field", raw: rq("GET", "/v1/products/1337/devices", authz(basicValue(keysID+":"+keyB.Value+":"+newSecret+":x"))), status: 401, code: "malformed_credentials"},
 			{name: "Basic, trailing garbage", raw: rq("GET", "/v1/products/1337/devices", authz(basicValue(keysID+":"+keyB.Value+":"+newSecret+"0"))), status: 401, code: "malformed_credentials"},
 			{name: "Basic, NUL in the user ID", raw: rq("GET", "/v1/products/1337/devices", authz(basicValue(keysID+"\x00:"+keyB.Value+":"+newSecret))), status: 401, code: "malformed_credentials"},
@@ -764,6 +787,9 @@ func runAdvRow(t *testing.T, g *testGateway, up *advUpstream, row advRow) {
 		t.Errorf("upstream got %s %q, want exactly %s %q", h.method, h.target, row.fwd.method, row.fwd.target)
 	}
 	checkForwarded(t, h.rawRecorded, row.fwd.ident)
+	if policy.CarriesCredential(string(h.Raw)) {
+		t.Errorf("upstream got an API-user credential:\n%s", h.Raw)
+	}
 	for _, l := range headerLines(t, h.Raw) {
 		if n := normHeader(l[0]); n == "x-http-method-override" || n == "x-http-method" || n == "x-method-override" {
 			t.Errorf("upstream got a method override: %s: %s", l[0], l[1])

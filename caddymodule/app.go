@@ -89,6 +89,8 @@ type App struct {
 	viewMu  sync.Mutex // serialises reloadView
 	cache   *principalCache
 	touches *lastUsed
+	limits  *processLimits // the lockout and rate limits (limits.go)
+	limitsK string         // its key in limitsPool
 	logger  *zap.Logger
 	audit   *zap.Logger
 	metrics *metrics
@@ -180,9 +182,10 @@ type CacheConfig struct {
 	// TTL is how long an entry lives at most, as a second line of defence
 	// behind change tracking. Default: 5m.
 	TTL caddy.Duration `json:"ttl,omitempty"`
-	// NegativeTTL is how long an unknown token or user ID is remembered as
-	// unknown, so invalid credentials do not reach the store again and
-	// again. Default: 30s.
+	// NegativeTTL is how long an unknown token is remembered as unknown,
+	// so invalid tokens do not reach the store again and again. Unknown
+	// user IDs are remembered for TTL, like known ones, so that the time a
+	// request takes does not say whether its user ID exists. Default: 30s.
 	NegativeTTL caddy.Duration `json:"negative_ttl,omitempty"`
 }
 
@@ -227,6 +230,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := a.open(ctx); err != nil {
 		return err
 	}
+	a.limitsK = limitsKey(a.Store)
+	limits, err := loadLimits(a.limitsK, a.now)
+	if err != nil {
+		return fmt.Errorf("api_users: %w", err)
+	}
+	a.limits = limits
 	if pg, ok := a.store.(*store.Postgres); ok {
 		a.logger.Info("API users are kept in PostgreSQL", zap.String("database", pg.Where()),
 			zap.Duration("sync_interval", time.Duration(a.SyncInterval)), zap.Duration("max_stale", time.Duration(a.MaxStale)))
@@ -614,6 +623,9 @@ func (a *App) Stop() error {
 // Cleanup releases the cache and the store, so a config reload leaks
 // neither.
 func (a *App) Cleanup() error {
+	if a.limits != nil {
+		releaseLimits(a.limitsK)
+	}
 	if a.cache != nil {
 		a.cache.close()
 	}
@@ -719,6 +731,48 @@ func (a *App) principalByToken(ctx context.Context, h policy.Hash) (*cachedUser,
 		return nil, nil
 	}
 	return cu, nil
+}
+
+// cachedCredential returns the user a well-formed credential belongs to
+// when the cache alone shows the credential is valid, and nil in every
+// other case (a miss, an unknown or wrong credential, a store that cannot
+// be followed), which the caller settles with the store. It never does
+// I/O, so the gateway may use it before the lockout: a client that has a
+// good credential passes even when others behind its address guessed too
+// often, at no cost to the store. h is the token's hash, for a bearer
+// token.
+func (a *App) cachedCredential(cred *policy.Credential, h policy.Hash, now time.Time) *cachedUser {
+	if a.checkFresh() != nil {
+		return nil
+	}
+	switch cred.Kind {
+	case policy.BearerToken:
+		id, ok := a.cache.peekToken(h)
+		if !ok || id == "" {
+			return nil
+		}
+		cu, ok := a.cache.peekUser(id)
+		if !ok || cu.p == nil || !policy.VerifyToken(cu.p.User, h) {
+			return nil
+		}
+		return cu
+	case policy.KeyAndSecret:
+		cu, ok := a.cache.peekUser(cred.UserID)
+		if !ok {
+			return nil
+		}
+		var u *policy.APIUser
+		if cu.p != nil {
+			u = cu.p.User
+		}
+		// Verified even for an unknown ID (u == nil, a dummy comparison),
+		// so that a cached unknown ID costs what a cached known one does.
+		if _, ok := policy.VerifyKeyAndSecret(u, cred.Key, cred.Secret, now); !ok {
+			return nil
+		}
+		return cu
+	}
+	return nil
 }
 
 // syncLag is the value of caddy_api_users_store_sync_lag_seconds: how long

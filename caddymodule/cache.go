@@ -34,7 +34,8 @@ type principalCache struct {
 	gen   atomic.Uint64 // bumped by every invalidation
 	epoch atomic.Uint64 // bumped by invalidateAll; older entries are misses
 
-	ttl, negativeTTL time.Duration
+	ttl         time.Duration // users, known or not, and known tokens
+	negativeTTL time.Duration // unknown tokens
 	metrics          *cacheMetrics // nil: not counted
 }
 
@@ -83,8 +84,7 @@ func newPrincipalCache(cfg CacheConfig) (*principalCache, error) {
 // user returns the entry for a user ID, loading it on a miss. The entry's
 // principal is nil when the store has no such user.
 func (c *principalCache) user(id string, load func() (*policy.Principal, error)) (*cachedUser, error) {
-	if cu, ok := c.users.Get(id); ok && cu.epoch == c.epoch.Load() {
-		c.metrics.userHit()
+	if cu, ok := c.peekUser(id); ok {
 		return cu, nil
 	}
 	c.metrics.userMiss()
@@ -103,12 +103,14 @@ func (c *principalCache) user(id string, load func() (*policy.Principal, error))
 		if p != nil && p.User.Product != 0 {
 			cu.product = strconv.FormatInt(p.User.Product, 10)
 		}
-		ttl := c.ttl
-		if p == nil {
-			ttl = c.negativeTTL
-		}
+		// An unknown user ID is remembered exactly as long as a known
+		// one, so that a repeated request costs the same for both and
+		// its timing does not say which IDs exist. It cannot hide a user
+		// created later: every change to a user, its creation included,
+		// drops the user's entry (here, or on other nodes through the
+		// change log) like a revocation does.
 		c.mu.RLock()
-		stored := c.gen.Load() == gen && c.users.SetWithTTL(id, cu, 1, ttl)
+		stored := c.gen.Load() == gen && c.users.SetWithTTL(id, cu, 1, c.ttl)
 		c.mu.RUnlock()
 		if stored {
 			// Make the entry visible before the next request asks, so a
@@ -128,6 +130,26 @@ func (c *principalCache) user(id string, load func() (*policy.Principal, error))
 	return v.(*cachedUser), nil
 }
 
+// peekUser returns the cached entry for a user ID without ever loading
+// it; ok is false on a miss.
+func (c *principalCache) peekUser(id string) (cu *cachedUser, ok bool) {
+	if cu, ok := c.users.Get(id); ok && cu.epoch == c.epoch.Load() {
+		c.metrics.userHit()
+		return cu, true
+	}
+	return nil, false
+}
+
+// peekToken returns the cached owner of a token ("" for a token known to
+// be unknown) without ever loading it; ok is false on a miss.
+func (c *principalCache) peekToken(h policy.Hash) (id string, ok bool) {
+	if id, ok := c.tokens.Get(tokenKey(h)); ok {
+		c.metrics.tokenHit()
+		return id, true
+	}
+	return "", false
+}
+
 // tokenKey is the cache key of a token: the first 8 bytes of its SHA-256.
 // The full hash is always compared against the user's before it counts.
 func tokenKey(h policy.Hash) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
@@ -137,11 +159,10 @@ func tokenKey(h policy.Hash) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
 // reassigned), so positive entries never go stale in a harmful way: the
 // caller still checks the user's current token hash.
 func (c *principalCache) tokenOwner(h policy.Hash, load func() (string, error)) (string, error) {
-	k := tokenKey(h)
-	if id, ok := c.tokens.Get(k); ok {
-		c.metrics.tokenHit()
+	if id, ok := c.peekToken(h); ok {
 		return id, nil
 	}
+	k := tokenKey(h)
 	c.metrics.tokenMiss()
 	v, err, _ := c.group.Do(string(h[:]), func() (any, error) {
 		id, err := load()

@@ -258,6 +258,7 @@ func (a *App) tenancyConfig() ([]policy.Org, []policy.Product) {
 //	api_users {
 //		proxied_user_header <name>
 //		lockout <failures> <window> | off
+//		lockout_ipv6_prefix <bits>
 //		rate_limit <requests> <window>
 //		pass_through
 //	}
@@ -307,6 +308,16 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("lockout window %q: give a positive duration, such as 5m", args[1])
 			}
 			g.LockoutThreshold, g.LockoutWindow = n, caddy.Duration(dur)
+		case "lockout_ipv6_prefix":
+			var arg string
+			if !d.AllArgs(&arg) {
+				return d.Errf("lockout_ipv6_prefix takes the number of leading bits of an IPv6 address that name one client, such as: lockout_ipv6_prefix 64")
+			}
+			n, err := strconv.Atoi(strings.TrimPrefix(arg, "/"))
+			if err != nil || n < 16 || n > 128 {
+				return d.Errf("lockout_ipv6_prefix %q: give a prefix length from 16 to 128, such as 64 (one client's usual allocation) or 128 (each address alone)", arg)
+			}
+			g.LockoutIPv6Prefix = n
 		case "rate_limit":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
@@ -325,7 +336,7 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("%v", err)
 			}
 		default:
-			return d.Errf("unknown api_users setting %q: use proxied_user_header, lockout, rate_limit or pass_through (users, endpoints and the store go in the api_users global option)", d.Val())
+			return d.Errf("unknown api_users setting %q: use proxied_user_header, lockout, lockout_ipv6_prefix, rate_limit or pass_through (users, endpoints and the store go in the api_users global option)", d.Val())
 		}
 	}
 	return nil

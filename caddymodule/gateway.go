@@ -59,7 +59,25 @@ type Gateway struct {
 
 	// LockoutWindow is both the window failures are counted in and how
 	// long a locked-out address stays locked. Default: 5m.
+	//
+	// Failures are counted once per process, whichever handler saw them,
+	// and the count survives config reloads. A request from a locked-out
+	// client is refused with 429 too_many_failures, unless it carries a
+	// valid credential of a user the gateway has cached: the lockout slows
+	// guessing, and must not let one client behind a shared address (a
+	// NAT, a load balancer without trusted_proxies) lock out everyone
+	// else there. The client address is Caddy's: the connection's peer,
+	// or, when the peer is one of the server's trusted_proxies, the
+	// address that the client_ip_headers (X-Forwarded-For by default)
+	// name.
 	LockoutWindow caddy.Duration `json:"lockout_window,omitempty"`
+
+	// LockoutIPv6Prefix is how many leading bits of an IPv6 client
+	// address are counted as one client by the lockout: a host is usually
+	// given a whole /64, and counting its addresses one by one would give
+	// it billions of tries. IPv4 addresses are counted one by one.
+	// Default: 64; 128 counts each IPv6 address alone.
+	LockoutIPv6Prefix int `json:"lockout_ipv6_prefix,omitempty"`
 
 	// RateLimit, when set, limits how many requests each API user may
 	// send through this handler: Requests per Window, in bursts of up to
@@ -67,14 +85,15 @@ type Gateway struct {
 	// management API or the CLI) has that limit instead. A request over
 	// the limit is refused with 429 rate_limited and a Retry-After header,
 	// after it was authenticated and authorized (a refused request does
-	// not count). Each gateway node keeps its own count: with N nodes
-	// behind a load balancer, a user may send up to N times the limit.
-	// Default: no limit, except users' own.
+	// not count). The count is kept once per process, shared by every
+	// handler, and survives config reloads; but each gateway node keeps
+	// its own: with N nodes behind a load balancer, a user may send up to
+	// N times the limit. Default: no limit, except users' own.
 	RateLimit *RateLimitConfig `json:"rate_limit,omitempty"`
 
 	app     *App
 	headers *headerRules
-	lockout *lockout
+	lockout *lockout // the process's (limits.go); nil when off
 	limiter *rateLimiter
 	limit   policy.RateLimit // the default, from RateLimit
 	logger  *zap.Logger
@@ -112,8 +131,9 @@ func (Gateway) CaddyModule() caddy.ModuleInfo {
 }
 
 const (
-	defaultLockoutThreshold = 10
-	defaultLockoutWindow    = 5 * time.Minute
+	defaultLockoutThreshold  = 10
+	defaultLockoutWindow     = 5 * time.Minute
+	defaultLockoutIPv6Prefix = 64
 )
 
 // Provision finds the app and sets defaults.
@@ -134,12 +154,18 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	if g.LockoutWindow == 0 {
 		g.LockoutWindow = caddy.Duration(defaultLockoutWindow)
 	}
+	if g.LockoutIPv6Prefix == 0 {
+		g.LockoutIPv6Prefix = defaultLockoutIPv6Prefix
+	}
+	if g.LockoutIPv6Prefix < 16 || g.LockoutIPv6Prefix > 128 {
+		return fmt.Errorf("api_users: lockout_ipv6_prefix %d is outside 16..128: give the prefix length that one client is given, such as 64", g.LockoutIPv6Prefix)
+	}
 	if g.LockoutThreshold > 0 {
 		if g.LockoutWindow < 0 {
 			return fmt.Errorf("api_users: lockout window %s is negative: give a positive duration such as 5m", time.Duration(g.LockoutWindow))
 		}
-		g.lockout = newLockout(g.LockoutThreshold, time.Duration(g.LockoutWindow), g.app.now)
-		go g.pruneLockout(ctx)
+		g.lockout = g.app.limits.lockout
+		g.app.limits.useLockoutWindow(time.Duration(g.LockoutWindow))
 	}
 	if g.RateLimit != nil {
 		if err := g.RateLimit.check(); err != nil {
@@ -148,38 +174,11 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		g.limit = policy.RateLimit{Requests: g.RateLimit.Requests, Window: time.Duration(g.RateLimit.Window)}
 	}
 	// Users may have limits of their own even where the site sets none.
-	g.limiter = newRateLimiter(g.app.now)
-	go g.pruneRateLimit(ctx)
+	g.limiter = g.app.limits.limiter
 	if len(g.app.Endpoints) == 0 {
 		g.logger.Warn("the endpoint catalog is empty, so every API-user request is refused; add endpoints to the api_users global option")
 	}
 	return nil
-}
-
-func (g *Gateway) pruneRateLimit(ctx caddy.Context) {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			g.limiter.prune()
-		}
-	}
-}
-
-func (g *Gateway) pruneLockout(ctx caddy.Context) {
-	t := time.NewTicker(time.Duration(g.LockoutWindow))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			g.lockout.prune()
-		}
-	}
 }
 
 // ServeHTTP runs the decision steps of the spec in order, failing closed at
@@ -195,6 +194,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	path := r.URL.EscapedPath()
 	rec.path = path
 	hdr := g.headers.scan(r.Header)
+	if hdr.credential || policy.CarriesCredential(path) || policy.CarriesCredential(r.URL.RawQuery) {
+		return g.refuseMisplaced(w, r, &rec)
+	}
 	if reason := policy.CheckPath(path); reason != policy.Allowed {
 		return g.refuse(w, r, &rec, reason, 0)
 	}
@@ -220,61 +222,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	// Step 2: authenticate.
-	if left, locked := g.lockout.locked(rec.clientIP); locked {
-		return g.refuse(w, r, &rec, policy.LockedOut, left)
-	}
-	auth := r.Header["Authorization"]
-	var cred policy.Credential
-	reason := policy.MissingCredentials
-	switch len(auth) {
-	case 0:
-	case 1:
-		cred, reason = policy.ParseAuthorization(auth[0])
-	default:
-		// Which of several credentials counts is ambiguous, and the
-		// backend might pick another than the gateway did.
-		reason = policy.MalformedCredentials
-	}
+	cu, reason, retry := g.authenticate(r, &rec, now)
 	if reason == policy.MissingCredentials && g.PassThrough {
 		return g.passThrough(w, r, &rec, next)
 	}
-	if reason != policy.Allowed {
+	switch reason {
+	case policy.Allowed:
+	case policy.LockedOut:
+		return g.refuse(w, r, &rec, reason, retry)
+	case policy.StoreUnavailable:
+		return g.refuse(w, r, &rec, reason, 0)
+	default:
 		return g.refuseAuth(w, r, &rec, reason)
-	}
-	var cu *cachedUser
-	var err error
-	switch cred.Kind {
-	case policy.BearerToken:
-		h := policy.HashOf(cred.Token)
-		cu, err = app.principalByToken(r.Context(), h)
-		if cu != nil && cu.p != nil && cu.p.User.TokenID != "" {
-			rec.credentialID = cu.p.User.TokenID // computed once, at issue
-		} else {
-			rec.credentialID = policy.TokenIDOf(h)
-		}
-	case policy.KeyAndSecret:
-		rec.credentialID, _ = policy.KeyIDOf(cred.Key)
-		cu, err = app.principal(r.Context(), cred.UserID)
-		var u *policy.APIUser
-		if cu != nil && cu.p != nil {
-			u = cu.p.User
-		}
-		if _, ok := policy.VerifyKeyAndSecret(u, cred.Key, cred.Secret, now); !ok {
-			cu = nil
-		}
-	}
-	if err != nil {
-		if errors.Is(err, errStoreDown) || errors.Is(err, errStoreStale) {
-			// The follower has already logged the outage once at error
-			// level; a line per refused request would flood the log.
-			g.logger.Debug("refusing: the API-user store is unavailable", zap.Error(err))
-		} else {
-			g.logger.Error("reading the API-user store", zap.Error(err))
-		}
-		return g.refuse(w, r, &rec, policy.StoreUnavailable, 0)
-	}
-	if cu == nil || cu.p == nil {
-		return g.refuseAuth(w, r, &rec, policy.InvalidCredentials)
 	}
 	p := cu.p
 	rec.principal = p
@@ -340,6 +299,90 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	rec.status = http.StatusOK
 	g.decided(&rec, policy.Allowed)
 	return next.ServeHTTP(w, r)
+}
+
+// authenticate is step 2: it finds the user behind the request's
+// credential. A valid credential of a cached user is settled from the
+// cache alone, before the lockout is consulted, so it passes even from a
+// locked-out client and never waits on the lockout's locks; everything
+// else (no credential, a malformed one, a cache miss, a wrong one) is
+// refused with LockedOut while the client is locked out, and otherwise
+// settled with the store. The reason is Allowed with the user, or why
+// there is none, with how long a locked-out client must wait.
+func (g *Gateway) authenticate(r *http.Request, rec *auditRecord, now time.Time) (*cachedUser, policy.Reason, time.Duration) {
+	app := g.app
+	auth := r.Header["Authorization"]
+	var cred policy.Credential
+	reason := policy.MissingCredentials
+	switch len(auth) {
+	case 0:
+	case 1:
+		cred, reason = policy.ParseAuthorization(auth[0])
+	default:
+		// Which of several credentials counts is ambiguous, and the
+		// backend might pick another than the gateway did.
+		reason = policy.MalformedCredentials
+	}
+	var h policy.Hash
+	if reason == policy.Allowed {
+		switch cred.Kind {
+		case policy.BearerToken:
+			h = policy.HashOf(cred.Token)
+		case policy.KeyAndSecret:
+			rec.credentialID, _ = policy.KeyIDOf(cred.Key)
+		}
+		if cu := app.cachedCredential(&cred, h, now); cu != nil {
+			if cred.Kind == policy.BearerToken {
+				rec.credentialID = cu.p.User.TokenID // computed once, at issue
+				if rec.credentialID == "" {
+					rec.credentialID = policy.TokenIDOf(h)
+				}
+			}
+			return cu, policy.Allowed, 0
+		}
+	}
+	if g.lockout != nil {
+		if left, locked := g.lockout.locked(lockoutClient(rec.clientIP, g.LockoutIPv6Prefix)); locked {
+			return nil, policy.LockedOut, left
+		}
+	}
+	if reason != policy.Allowed {
+		return nil, reason, 0
+	}
+	var cu *cachedUser
+	var err error
+	switch cred.Kind {
+	case policy.BearerToken:
+		cu, err = app.principalByToken(r.Context(), h)
+		if cu != nil && cu.p != nil && cu.p.User.TokenID != "" {
+			rec.credentialID = cu.p.User.TokenID
+		} else {
+			rec.credentialID = policy.TokenIDOf(h)
+		}
+	case policy.KeyAndSecret:
+		cu, err = app.principal(r.Context(), cred.UserID)
+		var u *policy.APIUser
+		if cu != nil && cu.p != nil {
+			u = cu.p.User
+		}
+		if _, ok := policy.VerifyKeyAndSecret(u, cred.Key, cred.Secret, now); !ok {
+			cu = nil
+		}
+	}
+	if err != nil {
+		if errors.Is(err, errStoreDown) || errors.Is(err, errStoreStale) {
+			// The follower has already logged the outage once at error
+			// level; a line per refused request would flood the log.
+			g.logger.Debug("refusing: the API-user store is unavailable", zap.Error(err))
+		} else {
+			g.logger.Error("reading the API-user store", zap.Error(err))
+		}
+		return nil, policy.StoreUnavailable, 0
+	}
+	if cu == nil || cu.p == nil {
+		return nil, policy.InvalidCredentials, 0
+	}
+	return cu, policy.Allowed, 0
 }
 
 // passThrough forwards a request without an API-user credential, as
@@ -463,14 +506,25 @@ func (ai *authInfo) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 // refuseAuth answers a failed authentication: 401 with a challenge, and a
 // count against the client address.
 func (g *Gateway) refuseAuth(w http.ResponseWriter, r *http.Request, rec *auditRecord, reason policy.Reason) error {
-	if reason == policy.InvalidCredentials || reason == policy.MalformedCredentials {
-		g.lockout.fail(rec.clientIP)
+	if g.lockout != nil && (reason == policy.InvalidCredentials || reason == policy.MalformedCredentials) {
+		g.lockout.fail(lockoutClient(rec.clientIP, g.LockoutIPv6Prefix), g.LockoutThreshold, time.Duration(g.LockoutWindow))
 	}
 	w.Header()["Www-Authenticate"] = wwwAuthenticate
 	return g.refuse(w, r, rec, reason, 0)
 }
 
 var wwwAuthenticate = []string{`Bearer realm="api_users"`, `Basic realm="api_users"`}
+
+// refuseMisplaced refuses a request that carries an API-user credential
+// outside Authorization (its query, its path, another header). It is never
+// forwarded, the audit record's path is redacted, and Caddy's access log
+// skips the request, since it would write the URI and the headers with
+// the credential in them; the audit record stands in for it.
+func (g *Gateway) refuseMisplaced(w http.ResponseWriter, r *http.Request, rec *auditRecord) error {
+	rec.path = policy.RedactCredentials(rec.path)
+	caddyhttp.SetVar(r.Context(), caddyhttp.LogSkipVar, true)
+	return g.refuse(w, r, rec, policy.MisplacedCredentials, 0)
+}
 
 // refuse writes the JSON error for reason and audits the decision. The
 // request never reaches the next handler.

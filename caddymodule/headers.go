@@ -153,15 +153,21 @@ type requestHeaders struct {
 	pathOverride   bool
 	proxiedUser    string // the first value
 	proxiedCount   int    // values across every spelling; more than one is ambiguous
+	credential     bool   // a header other than Authorization carries an API-user credential
 }
 
-// scan reads the method-override, path-override and proxied-user headers
-// in one pass.
+// scan reads the method-override, path-override and proxied-user headers,
+// and looks for API-user credentials outside Authorization, in one pass.
 func (hr *headerRules) scan(h http.Header) requestHeaders {
 	var out requestHeaders
 	for name, values := range h {
 		if name == "" {
 			continue
+		}
+		// Authorization is step 2's to decide; anywhere else a credential
+		// would be forwarded, or logged, as it is.
+		if name != "Authorization" && !out.credential && valuesCarryCredential(values) {
+			out.credential = true
 		}
 		// Every method- and path-override header starts with "x"; most
 		// headers do not, and are skipped at the cost of one comparison.
@@ -310,13 +316,25 @@ func (hr *headerRules) guardTrailers(r *http.Request) {
 	}
 }
 
-// stripTrailer deletes identity, method- and path-override fields from t.
+// stripTrailer deletes identity, method- and path-override fields from t,
+// and every field that carries an API-user credential: the request was
+// decided before its trailers arrived, so the credential can no longer be
+// refused, only kept from the backend.
 func (hr *headerRules) stripTrailer(t http.Header) {
-	for name := range t {
-		if matchesAny(name, hr.identity) || matchesAny(name, hr.methodOverride) || matchesAny(name, hr.pathOverride) {
+	for name, values := range t {
+		if matchesAny(name, hr.identity) || matchesAny(name, hr.methodOverride) || matchesAny(name, hr.pathOverride) || valuesCarryCredential(values) {
 			delete(t, name)
 		}
 	}
+}
+
+func valuesCarryCredential(values []string) bool {
+	for _, v := range values {
+		if policy.CarriesCredential(v) {
+			return true
+		}
+	}
+	return false
 }
 
 // trailerGuard strips the request's trailers once its body ends. It reads

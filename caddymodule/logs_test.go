@@ -109,6 +109,12 @@ func credentialSession(t *testing.T, dir, globalExtra string) (secrets []string,
 		requests++
 		return g.do("GET", path, h).Status
 	}
+	// misplaced sends a request that carries a credential outside
+	// Authorization: no access log entry is expected for it.
+	misplaced := func(path string, h http.Header) int {
+		requests--
+		return gateway(path, h)
+	}
 	// admin sends a management request and collects every credential its
 	// response shows, whatever its shape.
 	admin := func(method, path, body string) map[string]any {
@@ -165,6 +171,15 @@ func credentialSession(t *testing.T, dir, globalExtra string) (secrets []string,
 		{gateway(devices, bearer(iss.Token+"0")), 401},                      // too long: malformed
 		{gateway("/v1/products/1337/..%2fdevices", bearer(iss.Token)), 400}, // refused before authentication
 		{gateway(devices, withHeader(bearer(iss.Token), "X-Method-Override", "PUT")), 400},
+		// Ours in another scheme or after a tab: decided, not passed through.
+		{gateway(devices, http.Header{"Authorization": {"Token " + iss.Token}}), 401},
+		{gateway(devices, http.Header{"Authorization": {"Bearer\t" + iss.Token}}), 401},
+		// Credentials outside Authorization are refused, and the request
+		// is left out of the access log, whose URI and headers hold them.
+		{misplaced(devices+"?access_token="+iss.Token, bearer(iss.Token)), 400},
+		{misplaced(devices+"?t="+iss.Secret, nil), 400},
+		{misplaced(devices+"/"+iss.Token, bearer(iss.Token)), 400},
+		{misplaced(devices, withHeader(bearer(iss.Token), "X-Api-Key", iss.Key)), 400},
 	}
 	// Rotate everything through the management API: the old values must
 	// stay out of the logs as well as the new ones.

@@ -76,6 +76,14 @@ func TestPassThrough(t *testing.T) {
 		{"API key with a wrong secret", "GET", "/anything", basic(id, iss.Key, "apiu_sk_"+"00112233445566778899aabbccddeeff0011223344556677"), 401, "invalid_credentials"},
 		{"two Authorization headers, ours second", "GET", "/v1/products/1337/devices", http.Header{"Authorization": {"Digest x", "Bearer " + iss.Token}}, 401, "malformed_credentials"},
 		{"valid API user, no endpoint", "GET", "/anything", bearer(iss.Token), 403, "no_endpoint"},
+		// An API-user credential is always decided, whatever wraps it: it
+		// is never passed through to the backend as someone else's.
+		{"our token after a tab", "GET", "/v1/products/1337/devices", http.Header{"Authorization": {"Bearer\t" + iss.Token}}, 401, "malformed_credentials"},
+		{"our token under another scheme", "GET", "/v1/products/1337/devices", http.Header{"Authorization": {"Token " + iss.Token}}, 401, "malformed_credentials"},
+		{"our token without a scheme", "GET", "/v1/products/1337/devices", http.Header{"Authorization": {iss.Token}}, 401, "malformed_credentials"},
+		{"our Secret as a password", "GET", "/v1/products/1337/devices", http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte(id+":"+iss.Secret))}}, 401, "malformed_credentials"},
+		{"our token in the query", "GET", "/v1/products/1337/devices?access_token=" + iss.Token, nil, 400, "misplaced_credentials"},
+		{"our token in another header", "GET", "/anything", http.Header{"X-Auth-Token": {iss.Token}}, 400, "misplaced_credentials"},
 	}
 	for _, tt := range refused {
 		t.Run("refuses "+tt.name, func(t *testing.T) {

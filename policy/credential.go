@@ -58,8 +58,22 @@ type Credential struct {
 // MissingCredentials when there is no API-user credential at all (so that a
 // pass-through mode can tell "someone else's token" from "a broken one of
 // ours"), MalformedCredentials when the header claims to be ours but is not
-// well formed, and Allowed otherwise. It does not allocate for bearer tokens.
+// well formed, and Allowed otherwise. A value that carries an API-user
+// credential's prefix anywhere, in any letter case (CarriesCredential), is
+// ours: if it is not one well-formed credential in one of the two schemes
+// (a token without a scheme, after a tab, under another scheme, a Secret
+// or Key as a bearer token), it is malformed, never someone else's, so it
+// is never passed through to a backend with the credential in it. It does
+// not allocate for bearer tokens.
 func ParseAuthorization(h string) (Credential, Reason) {
+	c, reason := parseAuthorization(h)
+	if reason == MissingCredentials && CarriesCredential(h) {
+		return Credential{}, MalformedCredentials
+	}
+	return c, reason
+}
+
+func parseAuthorization(h string) (Credential, Reason) {
 	if h == "" {
 		return Credential{}, MissingCredentials
 	}
@@ -87,6 +101,10 @@ func ParseAuthorization(h string) (Credential, Reason) {
 		}
 		id, keyAndSecret, _ := strings.Cut(string(raw), ":")
 		if !strings.HasPrefix(keyAndSecret, KeyPrefix) {
+			if CarriesCredential(string(raw)) {
+				// A Secret or a Key in another place than id:key:secret.
+				return Credential{}, MalformedCredentials
+			}
 			// A plain user:password pair is someone else's credential.
 			return Credential{}, MissingCredentials
 		}
@@ -97,6 +115,122 @@ func ParseAuthorization(h string) (Credential, Reason) {
 		return Credential{Kind: KeyAndSecret, UserID: id, Key: key, Secret: secret}, Allowed
 	}
 	return Credential{}, MissingCredentials
+}
+
+// CarriesCredential reports whether s holds the prefix of an API-user
+// credential (TokenPrefix, SecretPrefix or KeyPrefix) in any letter case,
+// as sent or once percent-decoded (up to three times, leniently: a broken
+// escape is left as it is, as most decoders do). The gateway refuses a
+// request that carries one anywhere but in Authorization, so that a
+// credential in a query string, a path, a cookie or another header is
+// neither forwarded to the backend nor written to a log: "?access_token=",
+// "%61piu%5Fat%5F" and "APIU_AT_" are all caught. Hex case does not
+// protect a token, so neither may prefix case. Base64 in headers other than
+// Authorization is not decoded, except the Basic scheme's. It does not
+// allocate unless s holds a percent sign.
+func CarriesCredential(s string) bool {
+	if carriesPrefix(s) {
+		return true
+	}
+	for i := 0; i < 3 && strings.IndexByte(s, '%') >= 0; i++ {
+		dec := percentDecode(s)
+		if dec == s {
+			break
+		}
+		if carriesPrefix(dec) {
+			return true
+		}
+		s = dec
+	}
+	if hasFoldPrefix(s, "basic ") {
+		if raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s[len("basic "):])); err == nil {
+			return carriesPrefix(string(raw))
+		}
+	}
+	return false
+}
+
+// carriesPrefix is CarriesCredential without decoding. The three prefixes
+// share "apiu_", so it looks at each "_" and the four bytes before it.
+func carriesPrefix(s string) bool {
+	for off := 0; ; {
+		j := strings.IndexByte(s[off:], '_')
+		if j < 0 {
+			return false
+		}
+		j += off
+		if j >= 4 && strings.EqualFold(s[j-4:j], "apiu") && kindAfterPrefix(s[j+1:]) {
+			return true
+		}
+		off = j + 1
+	}
+}
+
+func hasFoldPrefix(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
+// percentDecode decodes every well-formed %XX escape of s and keeps every
+// other byte, a broken escape included.
+func percentDecode(s string) string {
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) {
+			h, ok1 := hexDigit(s[i+1])
+			l, ok2 := hexDigit(s[i+2])
+			if ok1 && ok2 {
+				b = append(b, h<<4|l)
+				i += 2
+				continue
+			}
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
+}
+
+// RedactCredentials replaces what follows each credential prefix in s, up
+// to the next "/", "&", ";", "," or blank, with "REDACTED", so that a
+// refused request that carried a credential in its path can be logged.
+func RedactCredentials(s string) string {
+	if !CarriesCredential(s) {
+		return s
+	}
+	if strings.IndexByte(s, '%') >= 0 {
+		// The prefix was escaped: no cut would be exact.
+		return "(redacted: the request carried an API-user credential)"
+	}
+	var b strings.Builder
+	for {
+		i := prefixIndex(s)
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		end := strings.IndexAny(s[i:], "/&;, \t")
+		if end < 0 {
+			end = len(s) - i
+		}
+		b.WriteString(s[:i])
+		b.WriteString("apiu_REDACTED")
+		s = s[i+end:]
+	}
+}
+
+// prefixIndex is the index of the first credential prefix in s, or -1.
+func prefixIndex(s string) int {
+	for i := 0; i+len("apiu_") <= len(s); i++ {
+		if hasFoldPrefix(s[i:], "apiu_") && kindAfterPrefix(s[i+len("apiu_"):]) {
+			return i
+		}
+	}
+	return -1
+}
+
+// kindAfterPrefix reports whether s, what follows "apiu_", begins with the
+// kind of a credential: "at_", "sk_" or "key_", in any case.
+func kindAfterPrefix(s string) bool {
+	return hasFoldPrefix(s, "at_") || hasFoldPrefix(s, "sk_") || hasFoldPrefix(s, "key_")
 }
 
 // PublicID names the credential in logs and audit records without revealing

@@ -61,7 +61,7 @@ func TestParseAuthorization(t *testing.T) {
 		{"basic with extra field", "Basic " + b64("app-1:"+key+":"+sec+":x"), NoCredential, MalformedCredentials},
 		{"basic not base64", "Basic !!!", NoCredential, MalformedCredentials},
 		{"oversized", "Bearer " + strings.Repeat("a", MaxAuthorizationLen), NoCredential, MalformedCredentials},
-		{"no scheme", tok, NoCredential, MissingCredentials},
+		{"no scheme", tok, NoCredential, MalformedCredentials}, // ours, so decided: never passed through
 		{"digest", "Digest username=x", NoCredential, MissingCredentials},
 	}
 	for _, tt := range tests {
@@ -147,5 +147,80 @@ func TestReasonsHaveStableCodesAndStatuses(t *testing.T) {
 	}
 	if LockedOut.Status() != 429 || AmbiguousPath.Status() != 400 || InvalidCredentials.Status() != 401 {
 		t.Fatal("statuses changed")
+	}
+}
+
+func TestCarriesCredential(t *testing.T) {
+	tok, _ := NewToken()
+	sec, _ := NewSecret()
+	key, _ := NewKey(time.Now())
+	carries := []string{
+		tok, sec, key,
+		"access_token=" + tok,
+		"x=1&access_token=" + tok + "&y=2",
+		"APIU_AT_" + tok[len(TokenPrefix):],
+		"Apiu_Key_x",
+		"%61piu%5Fat%5F" + tok[len(TokenPrefix):],   // escaped once
+		"apiu%255Fat%255F" + tok[len(TokenPrefix):], // escaped twice
+		"apiu%5Fsk%5Fx%zz",                          // a broken escape after it
+		"%zz&t=apiu%5Fat%5Fx",                       // a broken escape before it
+		"session=" + sec + "; other=1",
+		"Token " + tok,
+		"Basic " + base64.StdEncoding.EncodeToString([]byte("id:"+sec)),
+		"Bearer\t" + tok,
+	}
+	for _, s := range carries {
+		if !CarriesCredential(s) {
+			t.Errorf("CarriesCredential(%q) = false", s)
+		}
+	}
+	clean := []string{
+		"", "apiu", "apiu_", "apiu_x", "apiu_ak_", "api_at_", "xapiu at_", "Mozilla/5.0 (X11; Linux x86_64)",
+		"a_b_c_d", "%zz", "Basic " + base64.StdEncoding.EncodeToString([]byte("user:password")),
+		"apiu%2Fat_", // an escaped slash, not an underscore
+	}
+	for _, s := range clean {
+		if CarriesCredential(s) {
+			t.Errorf("CarriesCredential(%q) = true", s)
+		}
+	}
+}
+
+func TestParseAuthorizationOwnsEveryCredentialPrefix(t *testing.T) {
+	tok, _ := NewToken()
+	sec, _ := NewSecret()
+	key, _ := NewKey(time.Now())
+	for _, h := range []string{
+		"Token " + tok, "Bearer\t" + tok, tok, "Bearer Bearer " + tok, "Bearer " + sec, "Bearer " + key,
+		"Bearer " + strings.ToUpper(tok), "Digest token=" + tok, "ApiKey " + key,
+		"Basic " + base64.StdEncoding.EncodeToString([]byte("id:"+sec+":"+key)),
+		"Basic " + base64.StdEncoding.EncodeToString([]byte("id:password"+tok)),
+	} {
+		if _, reason := ParseAuthorization(h); reason != MalformedCredentials {
+			t.Errorf("ParseAuthorization(%q) = %v, want malformed_credentials", h, reason)
+		}
+	}
+	for _, h := range []string{"Digest username=\"x\"", "Bearer eyJhbGciOi", "Basic " + base64.StdEncoding.EncodeToString([]byte("user:pass"))} {
+		if _, reason := ParseAuthorization(h); reason != MissingCredentials {
+			t.Errorf("ParseAuthorization(%q) = %v, want missing_credentials", h, reason)
+		}
+	}
+}
+
+func TestRedactCredentials(t *testing.T) {
+	tok, _ := NewToken()
+	for in, want := range map[string]string{
+		"/v1/devices":                           "/v1/devices",
+		"/v1/devices/" + tok + "/x":             "/v1/devices/apiu_REDACTED/x",
+		"/a/" + strings.ToUpper(tok):            "/a/apiu_REDACTED",
+		"/a/" + tok + "/b/" + tok:               "/a/apiu_REDACTED/b/apiu_REDACTED",
+		"/a/%61piu_at_" + tok[len("apiu_at_"):]: "(redacted: the request carried an API-user credential)",
+	} {
+		if got := RedactCredentials(in); got != want {
+			t.Errorf("RedactCredentials(%q) = %q, want %q", in, got, want)
+		}
+		if strings.Contains(RedactCredentials(in), tok[len("apiu_at_"):]) {
+			t.Errorf("RedactCredentials(%q) kept the token", in)
+		}
 	}
 }

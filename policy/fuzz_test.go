@@ -31,6 +31,13 @@ var knownBypasses = []string{
 	"/v1/products/1337/events/a/b/c",
 	"/V1/products/1337/devices",
 	"/v1/products/1337/devices/%ff",
+	"/v1/products/1337/devices/0a1b2c%3F/x",
+	"/v1/products/1337/devices/0a1b2c%3f/x",
+	"/v1/products/1337/devices/0a1b2c%23/x",
+	"/v1/products/1337/devices/0a1b2c%EF%BC%9F/x",
+	"/v1/products/1337/devices/0a1b2c%EF%BC%83/x",
+	"/v1/products/1337/devices/0a1b2c%EF%B9%96/x",
+	"/v1/products/1337/devices/0a1b2c%EF%B9%9F/x",
 }
 
 // FuzzCheckPath: whatever CheckPath accepts decodes to the same segments
@@ -53,7 +60,7 @@ func FuzzCheckPath(f *testing.F) {
 			if err != nil {
 				t.Fatalf("accepted %q: segment %q does not decode: %v", p, seg, err)
 			}
-			if dec == "." || dec == ".." || strings.ContainsAny(dec, "/\\;%\x00") {
+			if dec == "." || dec == ".." || strings.ContainsAny(dec, "/\\;%?#\x00") {
 				t.Fatalf("accepted %q: segment %q decodes to %q", p, seg, dec)
 			}
 			if !utf8.ValidString(dec) {
@@ -131,8 +138,9 @@ func FuzzParseTemplate(f *testing.F) {
 	})
 }
 
-// FuzzParseAuthorization: parsing never panics, and whatever it accepts is
-// well formed.
+// FuzzParseAuthorization: parsing never panics, whatever it accepts is
+// well formed, and a value it calls someone else's (MissingCredentials, so
+// a pass-through site would forward it) carries no API-user credential.
 func FuzzParseAuthorization(f *testing.F) {
 	tok, _ := NewToken()
 	sec, _ := NewSecret()
@@ -143,6 +151,9 @@ func FuzzParseAuthorization(f *testing.F) {
 	f.Add("Basic " + base64.StdEncoding.EncodeToString([]byte("a:b")))
 	f.Add("Bearer")
 	f.Add("bearer  " + tok)
+	f.Add("Token " + tok)
+	f.Add("Bearer\t" + tok)
+	f.Add("Basic " + base64.StdEncoding.EncodeToString([]byte("a:"+sec)))
 	f.Fuzz(func(t *testing.T, h string) {
 		c, r := ParseAuthorization(h)
 		switch r {
@@ -162,6 +173,9 @@ func FuzzParseAuthorization(f *testing.F) {
 		case MissingCredentials, MalformedCredentials:
 			if c.Kind != NoCredential {
 				t.Fatalf("refused %q but returned a credential", h)
+			}
+			if r == MissingCredentials && CarriesCredential(h) {
+				t.Fatalf("%q carries an API-user credential but was called someone else's", h)
 			}
 		default:
 			t.Fatalf("unexpected reason %s for %q", r, h)

@@ -29,14 +29,17 @@ import (
 //     "\"#<>?[]^`{|}";
 //   - has a malformed escape, such as "%4" or "%zz";
 //   - has an escape, in either hex case, of "/", "\", ".", ";", "%" (double
-//     encoding), NUL or another control character, or of an unreserved
+//     encoding), "?" or "#" (a hop that decodes the path and parses it
+//     again would cut the path there, and route what is left), NUL or
+//     another control character, or of an unreserved
 //     character (A-Z, a-z, 0-9, "-", ".", "_", "~"), which is never needed,
 //     so that is the non-canonical spelling used to slip past string matches;
 //   - has escaped bytes that are not valid UTF-8 (overlong forms such as
 //     "%C0%AE", surrogates, stray or missing continuation bytes), or that
 //     decode to a C1 control character or to a character that Unicode
 //     compatibility normalisation (NFKC) turns into something containing
-//     "/", "\", ".", ";" or "%", such as the fullwidth solidus "%EF%BC%8F".
+//     "/", "\", ".", ";", "%", "?" or "#", such as the fullwidth solidus
+//     "%EF%BC%8F" or the fullwidth question mark "%EF%BC%9F".
 //
 // Other escapes, such as "%20" or "%C3%A9" (é), are accepted. CheckPath does
 // not allocate.
@@ -158,7 +161,7 @@ var escapeRefused = func() (set [0x80]bool) {
 	for b := range set {
 		set[b] = b < 0x20 || b == 0x7F
 	}
-	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/\\;%") {
+	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/\\;%?#") {
 		set[c] = true
 	}
 	return set
@@ -173,8 +176,9 @@ func byteSet(s string) (set [256]bool) {
 
 // confusables are the code points from 0x80 up that CheckPath refuses when
 // escaped: the C1 control characters; every character whose NFKC or NFKD
-// form contains "/", "\", ".", ";" or "%" (generated from Unicode's
-// decomposition data with golang.org/x/text/unicode/norm); and the
+// form contains "/", "\", ".", ";", "%", "?" or "#" (generated from Unicode's
+// decomposition data with golang.org/x/text/unicode/norm, and so
+// including "?" and "#", which end a path once it is decoded); and the
 // characters Windows' "best fit" conversion to a legacy code page turns
 // into "/" or "\", which normalisation does not: the yen and won signs
 // (the backslash of the Japanese and Korean code pages), the fraction and
@@ -188,6 +192,7 @@ var confusables = [...][2]rune{
 	{0x037E, 0x037E},   // Greek question mark, ";"
 	{0x2024, 0x2026},   // one-dot leader, two-dot leader, ellipsis
 	{0x2044, 0x2044},   // fraction slash: "/" by best fit
+	{0x2047, 0x2049},   // double question mark, question exclamation, exclamation question
 	{0x20A9, 0x20A9},   // won sign: "\" by best fit to code page 949
 	{0x2100, 0x2101},   // account of, addressed to the subject: "a/c", "a/s"
 	{0x2105, 0x2106},   // care of, cada una: "c/o", "c/u"
@@ -199,15 +204,20 @@ var confusables = [...][2]rune{
 	{0x33C7, 0x33C7},   // "Co."
 	{0x33D8, 0x33D8},   // "p.m."
 	{0xFE14, 0xFE14},   // presentation form for vertical semicolon
+	{0xFE16, 0xFE16},   // presentation form for vertical question mark
 	{0xFE19, 0xFE19},   // presentation form for vertical ellipsis
 	{0xFE30, 0xFE30},   // presentation form for vertical two-dot leader
 	{0xFE52, 0xFE52},   // small full stop
 	{0xFE54, 0xFE54},   // small semicolon
+	{0xFE56, 0xFE56},   // small question mark
+	{0xFE5F, 0xFE5F},   // small number sign
 	{0xFE68, 0xFE68},   // small reverse solidus
 	{0xFE6A, 0xFE6A},   // small percent sign
+	{0xFF03, 0xFF03},   // fullwidth number sign
 	{0xFF05, 0xFF05},   // fullwidth percent sign
 	{0xFF0E, 0xFF0F},   // fullwidth full stop, fullwidth solidus
 	{0xFF1B, 0xFF1B},   // fullwidth semicolon
+	{0xFF1F, 0xFF1F},   // fullwidth question mark
 	{0xFF3C, 0xFF3C},   // fullwidth reverse solidus
 	{0x1F100, 0x1F100}, // digit zero full stop
 }

@@ -18,7 +18,7 @@ func TestCheckPath(t *testing.T) {
 		"/a/!$&'()*+,=:@",  // sub-delimiters without ";", and ":" and "@"
 		"/v1/things:batchGet",
 		"/a/%20b",                           // escaped space
-		"/a/%3a/%3A/%40/%21/%3F/%23",        // escaped reserved characters, either case
+		"/a/%3a/%3A/%40/%21/%2B/%2b",        // escaped reserved characters, either case
 		"/a/%7B%7D%5B%5D%22%3C%3E%60%5E%7C", // escaped characters that may not be raw
 		"/caf%C3%A9",                        // é
 		"/caf%c3%a9",                        // é, lower-case hex
@@ -47,6 +47,18 @@ func TestCheckPath(t *testing.T) {
 		"/v1/products/1337/devices/a%2fb",
 		"/v1/products/1337/devices/%5c..%5cadmin",
 		"/v1/products/1337/devices/%5C",
+
+		// Escaped "?" and "#", and their confusables: a hop that decodes
+		// the path and parses it again cuts it there.
+		"/v1/products/1337/devices/0a1b2c%3F/x",
+		"/v1/products/1337/devices/0a1b2c%3f/x",
+		"/v1/products/1337/devices/0a1b2c%23/x",
+		"/v1/products/1337/devices/0a1b2c%EF%BC%9F/x", // U+FF1F fullwidth question mark
+		"/v1/products/1337/devices/0a1b2c%EF%BC%83/x", // U+FF03 fullwidth number sign
+		"/v1/products/1337/devices/0a1b2c%EF%B9%96/x", // U+FE56 small question mark
+		"/v1/products/1337/devices/0a1b2c%EF%B9%9F/x", // U+FE5F small number sign
+		"/v1/products/1337/devices/0a1b2c%EF%B8%96",   // U+FE16 vertical question mark
+		"/v1/products/1337/devices/0a1b2c%E2%81%87",   // U+2047 double question mark
 
 		// Dot segments and empty segments.
 		"/a/./b",
@@ -188,7 +200,7 @@ func TestCheckPathEscapes(t *testing.T) {
 			return true
 		}
 		switch b {
-		case '-', '.', '_', '~', '/', '\\', ';', '%':
+		case '-', '.', '_', '~', '/', '\\', ';', '%', '?', '#':
 			return true
 		}
 		return false

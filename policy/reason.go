@@ -16,6 +16,10 @@ const (
 	AmbiguousPath  // encoded slash/backslash/dot, dot segment, "//", ";", NUL, bad escape
 	MethodOverride // X-HTTP-Method-Override and friends are present
 	UpgradeRefused // a protocol upgrade (h2c, WebSocket) or CONNECT tunnel
+	// MisplacedCredentials: an API-user credential outside Authorization
+	// (in the query, the path or another header), where it would be
+	// forwarded and logged.
+	MisplacedCredentials
 
 	// Step 2: authentication.
 	MissingCredentials // no Authorization header, or a scheme we do not take
@@ -57,6 +61,7 @@ var reasonInfo = [numReasons]struct {
 	AmbiguousPath:         {"ambiguous_path", http.StatusBadRequest, "the request path is ambiguous: encoded slashes, backslashes or dots, dot segments, empty segments, ';', NUL and path-override headers (X-Original-URL, X-Rewrite-URL) are refused"},
 	MethodOverride:        {"method_override", http.StatusBadRequest, "method overrides (X-HTTP-Method-Override and similar headers, a _method query parameter) are not accepted; send the real method"},
 	UpgradeRefused:        {"upgrade_not_allowed", http.StatusBadRequest, "protocol upgrades and tunnels (Upgrade, HTTP2-Settings, Connection: upgrade, CONNECT) are not accepted: requests inside a tunnel would reach the backend without being decided"},
+	MisplacedCredentials:  {"misplaced_credentials", http.StatusBadRequest, "API-user credentials go in the Authorization header only (Bearer <token> or Basic <id:key:secret>), never in the query, the path or another header; treat the credential as leaked and replace it"},
 	MissingCredentials:    {"missing_credentials", http.StatusUnauthorized, "an API-user credential is required: Authorization: Bearer <token> or Basic <id:key:secret>"},
 	MalformedCredentials:  {"malformed_credentials", http.StatusUnauthorized, "the Authorization header is malformed"},
 	InvalidCredentials:    {"invalid_credentials", http.StatusUnauthorized, "the credentials are not valid"},
