@@ -36,7 +36,7 @@ type principalCache struct {
 
 	ttl         time.Duration // users, known or not, and known tokens
 	negativeTTL time.Duration // unknown tokens
-	metrics          *cacheMetrics // nil: not counted
+	metrics     *cacheMetrics // nil: not counted
 }
 
 // cachedUser is a cache entry: the compiled user (nil for an unknown ID)
