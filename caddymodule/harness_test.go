@@ -91,9 +91,12 @@ type testGateway struct {
 	app      *App
 	dbPath   string
 	client   *http.Client
+	// caddyfile is the config loaded, for reload.
+	caddyfile string
 }
 
 type gatewayOptions struct {
+	// extraSites may name the gateway's upstream as {UPSTREAM}.
 	appExtra     string // more lines in the api_users global option
 	gatewayBlock string // lines inside the site's api_users block
 	siteExtra    string // more directives in the site
@@ -142,7 +145,7 @@ http://127.0.0.1:%d {
 	reverse_proxy %s
 }
 %s
-`, opts.globalExtra, dbPath, testCatalog, opts.appExtra, port, opts.gatewayBlock, opts.siteExtra, upstream, opts.extraSites)
+`, opts.globalExtra, dbPath, testCatalog, opts.appExtra, port, opts.gatewayBlock, opts.siteExtra, upstream, strings.ReplaceAll(opts.extraSites, "{UPSTREAM}", upstream))
 	cfgJSON, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile"})
 	if err != nil {
 		t.Fatalf("adapting the Caddyfile: %v\n%s", err, caddyfile)
@@ -171,6 +174,8 @@ http://127.0.0.1:%d {
 		app:      appIface.(*App),
 		dbPath:   dbPath,
 		client:   &http.Client{Timeout: 10 * time.Second},
+
+		caddyfile: caddyfile,
 	}
 	g.waitUp()
 	return g
