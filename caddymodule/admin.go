@@ -319,8 +319,9 @@ func (b okBody) MarshalJSON() ([]byte, error) {
 }
 
 // readBody decodes the request body, a JSON object, into v. Unknown
-// fields, trailing data and bodies over 1 MiB are refused with a message
-// that names the field. An empty body leaves v as it is when optional.
+// fields, trailing data, bodies over 1 MiB, and what checkStrictJSON
+// refuses (duplicate keys, field names in another case, invalid UTF-8) are
+// refused with a message that names the field. An empty body leaves v as it is when optional.
 func (c *adminCall) readBody(v any, optional bool, fields []string) error {
 	data, err := io.ReadAll(http.MaxBytesReader(c.w, c.r.Body, maxBodyBytes))
 	var tooLarge *http.MaxBytesError
@@ -335,6 +336,9 @@ func (c *adminCall) readBody(v any, optional bool, fields []string) error {
 			return nil
 		}
 		return fieldErr("body", "is empty: send a JSON object with the fields %s", strings.Join(fields, ", "))
+	}
+	if err := checkStrictJSON(data, v); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -539,11 +543,13 @@ func (h *Admin) putRole(c *adminCall) (any, error) {
 	if err := c.readBody(&spec, false, []string{"description", "scopes"}); err != nil {
 		return nil, err
 	}
-	r, err := h.app.PutRole(c.ctx, c.r.PathValue("name"), spec)
+	r, holders, err := h.app.PutRole(c.ctx, c.r.PathValue("name"), spec)
 	if err != nil {
 		return nil, err
 	}
-	return okWith("role", r), nil
+	// users_affected: how many users hold the role, whose rights changed
+	// with it, at once and with the tokens they already have.
+	return okWith("role", r, "users_affected", holders), nil
 }
 
 func (h *Admin) deleteRole(c *adminCall) (any, error) {

@@ -436,6 +436,22 @@ func TestAdminValidation(t *testing.T) {
 		{"update with unknown scope", "PUT", "/v1/orgs/acme/team/keeper", map[string]any{"friendly_name": "Changed", "scopes": []string{"devices:list", "devices:explode"}}, "scopes", 400},
 		{"update changing username", "PUT", "/v1/orgs/acme/team/keeper", map[string]any{"username": "other"}, "username", 400},
 		{"update with read-only field", "PUT", "/v1/orgs/acme/team/keeper", map[string]any{"friendly_name": "Changed", "created_at": "2020-01-01T00:00:00Z"}, "created_at", 400},
+		// Read strictly, so that a validating proxy in front and this API
+		// can never read one body two ways.
+		{"duplicate key", "POST", "/v1/orgs/acme/team", `{"scopes": ["devices:list"], "scopes": ["devices:update"]}`, "scopes", 400},
+		{"duplicate key in an update", "PUT", "/v1/orgs/acme/team/keeper", `{"scopes": ["devices:list"], "friendly_name": "x", "scopes": ["devices:update"]}`, "scopes", 400},
+		{"duplicate nested key", "POST", "/v1/orgs/acme/team", `{"scopes": ["devices:list"], "rate_limit": {"requests": 1, "window": "1m", "requests": 0}}`, "rate_limit.requests", 400},
+		{"duplicate constraint", "POST", "/v1/orgs/acme/team", `{"scopes": ["devices:get"], "resource_constraints": {"device": ["a"], "device": ["b"]}}`, "resource_constraints.device", 400},
+		{"field name in upper case", "POST", "/v1/orgs/acme/team", `{"SCOPES": ["devices:list"]}`, "SCOPES", 400},
+		{"field name in mixed case", "PUT", "/v1/orgs/acme/team/keeper", `{"Friendly_Name": "x"}`, "Friendly_Name", 400},
+		{"nested field name in another case", "POST", "/v1/orgs/acme/team", `{"scopes": ["devices:list"], "rate_limit": {"Requests": 1, "window": "1m"}}`, "rate_limit.Requests", 400},
+		{"invalid UTF-8", "POST", "/v1/orgs/acme/team", "{\"friendly_name\": \"caf\xe9\", \"scopes\": [\"devices:list\"]}", "friendly_name", 400},
+		{"invalid UTF-8 in a list", "POST", "/v1/orgs/acme/team", "{\"scopes\": [\"devices:list\xff\"]}", "scopes", 400},
+		{"lone surrogate escape", "POST", "/v1/orgs/acme/team", `{"friendly_name": "a\udc00b", "scopes": ["devices:list"]}`, "friendly_name", 400},
+		{"high surrogate without its pair", "POST", "/v1/orgs/acme/team", `{"description": "a\ud83d", "scopes": ["devices:list"]}`, "description", 400},
+		{"right-to-left override in a name", "POST", "/v1/orgs/acme/team", valid(map[string]any{"friendly_name": "admin\u202egnp.exe"}), "friendly_name", 400},
+		{"bidi isolate in a description", "PUT", "/v1/orgs/acme/team/keeper", map[string]any{"description": "a\u2067b"}, "description", 400},
+		{"bidi control in a constraint", "POST", "/v1/orgs/acme/team", valid(map[string]any{"resource_constraints": map[string][]string{"device": {"ab\u202ecd"}}}), "resource_constraints", 400},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -603,10 +619,14 @@ func TestAdminRolesAndCatalog(t *testing.T) {
 	expect("PUT", "/v1/roles/caller", map[string]any{"scopes": []string{"devices.function:explode"}}, 400, "invalid_request")
 	expect("PUT", "/v1/roles/Caller", map[string]any{"scopes": []string{"devices:list"}}, 400, "invalid_request")
 	expect("PUT", "/v1/roles/caller", map[string]any{"scopes": []string{}}, 400, "invalid_request")
-	var role struct{ Role RoleView }
+	expect("PUT", "/v1/roles/caller", map[string]any{"description": "calls \u202efunctions", "scopes": []string{"devices:list"}}, 400, "invalid_request")
+	var role struct {
+		Role          RoleView
+		UsersAffected *int `json:"users_affected"`
+	}
 	a.must("PUT", "/v1/roles/caller", map[string]any{"description": "calls functions", "scopes": []string{"devices.function:call"}}, &role)
-	if role.Role.Source != SourceStore || !slices.Equal(role.Role.Scopes, []string{"devices.function:call"}) {
-		t.Fatalf("PUT role: %+v", role.Role)
+	if role.Role.Source != SourceStore || !slices.Equal(role.Role.Scopes, []string{"devices.function:call"}) || role.UsersAffected == nil || *role.UsersAffected != 0 {
+		t.Fatalf("PUT role: %+v, users_affected %v, want 0", role.Role, role.UsersAffected)
 	}
 	a.must("GET", "/v1/roles/caller", nil, &role)
 	c := a.createVia("/v1/orgs/acme", map[string]any{"roles": []string{"caller"}}).Created
@@ -615,12 +635,25 @@ func TestAdminRolesAndCatalog(t *testing.T) {
 		t.Fatalf("user with a store role: %d %s", r.Status, r.Body)
 	}
 	expect("DELETE", "/v1/roles/caller", nil, 409, "conflict")
-	// Editing the role changes its users' rights at once.
-	a.must("PUT", "/v1/roles/caller", map[string]any{"scopes": []string{"devices:list"}}, nil)
+	// Editing the role changes its users' rights at once, and the answer
+	// says how many users that is.
+	a.createVia("/v1/products/1337", map[string]any{"roles": []string{"caller"}})
+	a.createVia("/v1/orgs/acme", map[string]any{"roles": []string{"device-reader"}})
+	a.must("PUT", "/v1/roles/caller", map[string]any{"scopes": []string{"devices:list"}}, &role)
+	if role.UsersAffected == nil || *role.UsersAffected != 2 {
+		t.Fatalf("PUT of a role two users hold: users_affected %v, want 2", role.UsersAffected)
+	}
 	if r := a.do("POST", call, bearer(c.Tokens[0].Token)); r.Status != 403 {
 		t.Fatalf("after the role lost the scope: %d %s", r.Status, r.Body)
 	}
 	a.must("DELETE", "/v1/orgs/acme/team/"+c.Username, nil, nil)
+	var team struct{ Team []UserView }
+	a.must("GET", "/v1/products/1337/team", nil, &team)
+	for _, u := range team.Team {
+		if slices.Contains(u.Roles, "caller") {
+			a.must("DELETE", "/v1/products/1337/team/"+u.Username, nil, nil)
+		}
+	}
 	a.must("DELETE", "/v1/roles/caller", nil, nil)
 	expect("GET", "/v1/roles/caller", nil, 404, "not_found")
 	expect("DELETE", "/v1/roles/caller", nil, 404, "not_found")

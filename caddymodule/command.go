@@ -585,11 +585,18 @@ with the role, without replacing their access tokens.`,
 			spec.Scopes, _ = cmd.Flags().GetStringSlice("scopes")
 			spec.Description, _ = cmd.Flags().GetString("description")
 			return withApp(cmd, func(ctx context.Context, app *App) error {
-				r, err := app.PutRole(ctx, args[0], spec)
+				r, holders, err := app.PutRole(ctx, args[0], spec)
 				if err != nil {
 					return err
 				}
-				return printRole(cmd, r)
+				if jsonFlag(cmd) {
+					return writeIndentedJSON(cmd.OutOrStdout(), okWith("role", r, "users_affected", holders))
+				}
+				if err := printRole(cmd, r); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "  held by %d API users, whose rights changed with it (their tokens stay valid)\n", holders)
+				return nil
 			})
 		},
 	}

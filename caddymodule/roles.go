@@ -96,23 +96,26 @@ func (a *App) storedRole(ctx context.Context, name string) (*store.Role, error) 
 
 // PutRole creates or replaces the store's role called name. Its scopes must
 // be scopes some endpoint requires. A role the config defines cannot be
-// changed here.
-func (a *App) PutRole(ctx context.Context, name string, spec RoleSpec) (RoleView, error) {
+// changed here. It returns the role and how many users hold it: a change
+// to a role's scopes takes effect at once for each of them, with the
+// access tokens they already have (tokens are replaced when a user's own
+// privileges change, not a role's).
+func (a *App) PutRole(ctx context.Context, name string, spec RoleSpec) (RoleView, int, error) {
 	if !validRoleName(name) {
-		return RoleView{}, fieldErr("name", "%q is not a valid role name: 1 to 64 lowercase letters, digits, '-' and '_', starting with a letter", name)
+		return RoleView{}, 0, fieldErr("name", "%q is not a valid role name: 1 to 64 lowercase letters, digits, '-' and '_', starting with a letter", name)
 	}
 	if _, ok := a.configRole(name); ok {
-		return RoleView{}, conflictErr("role %q is defined in the api_users config, which is read-only here: change it in the Caddyfile", name)
+		return RoleView{}, 0, conflictErr("role %q is defined in the api_users config, which is read-only here: change it in the Caddyfile", name)
 	}
 	if err := checkText("description", spec.Description, 4000, true); err != nil {
-		return RoleView{}, err
+		return RoleView{}, 0, err
 	}
 	if len(spec.Scopes) == 0 {
-		return RoleView{}, fieldErr("scopes", "lists no scopes: a role grants at least one, such as \"devices:list\"")
+		return RoleView{}, 0, fieldErr("scopes", "lists no scopes: a role grants at least one, such as \"devices:list\"")
 	}
 	scopes, err := knownScopes(a.view.Load().catalog, "scopes", spec.Scopes)
 	if err != nil {
-		return RoleView{}, err
+		return RoleView{}, 0, err
 	}
 	r := store.Role{Name: name, Description: spec.Description, Scopes: make([]string, len(scopes))}
 	for i, s := range scopes {
@@ -123,21 +126,25 @@ func (a *App) PutRole(ctx context.Context, name string, spec RoleSpec) (RoleView
 	defer catalogMu.Unlock()
 	prev, err := a.storedRole(ctx, name)
 	if err != nil {
-		return RoleView{}, err
+		return RoleView{}, 0, err
 	}
 	if err := a.store.PutRole(ctx, r); err != nil {
-		return RoleView{}, storeErr(err, nil)
+		return RoleView{}, 0, storeErr(err, nil)
 	}
 	if err := a.catalogChanged(ctx); err != nil {
-		return RoleView{}, err
+		return RoleView{}, 0, err
+	}
+	holders, err := a.countUsersWith(ctx, func(u *policy.APIUser) bool { return slices.Contains(u.Roles, name) })
+	if err != nil {
+		return RoleView{}, 0, fmt.Errorf("the role is stored, but counting its users failed: %w", err)
 	}
 	after := roleView(r)
-	fields := []zap.Field{zap.String("role", name), zap.Any("after", after)}
+	fields := []zap.Field{zap.String("role", name), zap.Any("after", after), zap.Int("users_affected", holders)}
 	if prev != nil {
 		fields = append(fields, zap.Any("before", roleView(*prev)))
 	}
 	a.auditChange(ctx, "put_role", fields...)
-	return after, nil
+	return after, holders, nil
 }
 
 // DeleteRole deletes the store's role called name. It refuses a role the
@@ -176,27 +183,54 @@ func (a *App) DeleteRole(ctx context.Context, name string) error {
 }
 
 // usersWith returns the IDs of up to five users for which match is true,
-// and whether there are more. It pages through the store, so memory stays
-// bounded however many users there are.
+// and whether there are more.
 func (a *App) usersWith(ctx context.Context, match func(u *policy.APIUser) bool) ([]string, bool, error) {
-	const page, shown = 500, 5
+	const shown = 5
 	var ids []string
+	more := false
+	err := a.eachUser(ctx, func(u *policy.APIUser) bool {
+		if !match(u) {
+			return true
+		}
+		if len(ids) == shown {
+			more = true
+			return false
+		}
+		ids = append(ids, u.ID)
+		return true
+	})
+	return ids, more, err
+}
+
+// countUsersWith counts the users for which match is true.
+func (a *App) countUsersWith(ctx context.Context, match func(u *policy.APIUser) bool) (int, error) {
+	n := 0
+	err := a.eachUser(ctx, func(u *policy.APIUser) bool {
+		if match(u) {
+			n++
+		}
+		return true
+	})
+	return n, err
+}
+
+// eachUser calls fn with every user until fn returns false. It pages
+// through the store, so memory stays bounded however many users there are.
+func (a *App) eachUser(ctx context.Context, fn func(u *policy.APIUser) bool) error {
+	const page = 500
 	f := store.UserFilter{Limit: page}
 	for {
 		users, err := a.store.ListUsers(ctx, f)
 		if err != nil {
-			return nil, false, storeErr(err, nil)
+			return storeErr(err, nil)
 		}
 		for _, u := range users {
-			if match(u) {
-				if len(ids) == shown {
-					return ids, true, nil
-				}
-				ids = append(ids, u.ID)
+			if !fn(u) {
+				return nil
 			}
 		}
 		if len(users) < page {
-			return ids, false, nil
+			return nil
 		}
 		f.After = users[len(users)-1].ID
 	}

@@ -16,7 +16,7 @@ func TestRoleDeleteRacingGrant(t *testing.T) {
 	ctx := WithActor(context.Background(), Actor{ID: "test"})
 	id, _ := g.createUser(Tenant{Org: "acme"}, UserSpec{Scopes: strs("devices:list")})
 	for i := range 40 {
-		if _, err := g.app.PutRole(ctx, "racy", RoleSpec{Scopes: []string{"devices:get"}}); err != nil {
+		if _, _, err := g.app.PutRole(ctx, "racy", RoleSpec{Scopes: []string{"devices:get"}}); err != nil {
 			t.Fatalf("round %d: creating the role: %v", i, err)
 		}
 		var wg sync.WaitGroup

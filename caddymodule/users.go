@@ -318,7 +318,7 @@ func (a *App) applySpec(u *policy.APIUser, spec *UserSpec) error {
 				return fieldErr("resource_constraints", "{%s} lists no values: list at least one, or remove the constraint", name)
 			}
 			for _, value := range values {
-				if value == "" || len(value) > 1024 || !utf8.ValidString(value) || strings.ContainsFunc(value, unicode.IsControl) {
+				if value == "" || len(value) > 1024 || !utf8.ValidString(value) || strings.ContainsFunc(value, unicode.IsControl) || strings.ContainsFunc(value, bidiControl) {
 					return fieldErr("resource_constraints", "{%s} value %q can never match a path segment: give the value as it appears in the path, 1 to 1024 bytes without control characters", name, value)
 				}
 			}
@@ -391,8 +391,19 @@ func checkText(field, s string, max int, multiline bool) error {
 		if unicode.IsControl(r) && !(multiline && (r == '\n' || r == '\t' || r == '\r')) {
 			return fieldErr(field, "holds the control character %U: remove it", r)
 		}
+		if bidiControl(r) {
+			return fieldErr(field, "holds the bidirectional control %U, which can make text display in another order than it is stored: remove it", r)
+		}
 	}
 	return nil
+}
+
+// bidiControl reports whether r is one of Unicode's bidirectional
+// formatting characters (the embeddings, overrides and isolates, and the
+// implicit marks), which make a name such as "admin\u202Egnp.exe" display
+// differently from what it is (CVE-2021-42574, "Trojan Source").
+func bidiControl(r rune) bool {
+	return r >= 0x202A && r <= 0x202E || r >= 0x2066 && r <= 0x2069 || r == 0x200E || r == 0x200F || r == 0x061C
 }
 
 // knownScopes parses scopes and checks that some endpoint requires each: a
