@@ -127,6 +127,10 @@ func loadKeys(ctx context.Context, q querier, from string, args ...any) (map[str
 func getUser(ctx context.Context, q querier, id string) (*policy.APIUser, error) {
 	u, err := scanUser(q.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users WHERE id = ?", id))
 	if errors.Is(err, sql.ErrNoRows) {
+		// The keys are read all the same, so that an unknown ID costs the
+		// two queries a known one does, and the time a failed sign-in
+		// takes does not say whether its user exists.
+		_, _ = loadKeys(ctx, q, "FROM keys k WHERE k.user_id = ?", id)
 		return nil, fmt.Errorf("API user %q: %w", id, ErrNotFound)
 	}
 	if err != nil {
