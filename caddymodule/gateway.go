@@ -67,9 +67,10 @@ type Gateway struct {
 	// guessing, and must not let one client behind a shared address (a
 	// NAT, a load balancer without trusted_proxies) lock out everyone
 	// else there. The client address is Caddy's: the connection's peer,
-	// or, when the peer is one of the server's trusted_proxies, the
-	// address that the client_ip_headers (X-Forwarded-For by default)
-	// name.
+	// or, when the peer is one of the server's trusted_proxies, an address
+	// that the client_ip_headers (X-Forwarded-For by default) name; with
+	// trusted_proxies_strict, the rightmost one that is not a trusted
+	// proxy, which a client cannot choose.
 	LockoutWindow caddy.Duration `json:"lockout_window,omitempty"`
 
 	// LockoutIPv6Prefix is how many leading bits of an IPv6 client

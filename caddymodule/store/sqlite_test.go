@@ -180,7 +180,11 @@ func TestSQLiteTwoHandles(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	const workers, each = 10, 10
+	// Two writers a handle, with a pause between updates: the point is two
+	// handles contending for one file's lock, not one handle's writers
+	// holding it back to back until the other's busy timeout runs out, as
+	// they could on a loaded machine (SQLite's busy handler polls).
+	const workers, each = 2, 40
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*workers*each)
 	for w := range 2 * workers {
@@ -196,6 +200,7 @@ func TestSQLiteTwoHandles(t *testing.T) {
 				if err != nil {
 					errs <- err
 				}
+				time.Sleep(time.Millisecond)
 			}
 		})
 	}
