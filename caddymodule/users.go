@@ -475,6 +475,7 @@ func storeErr(err error, notFound func() error) error {
 // CreateUser validates spec, issues a token, a Secret and a first Key, and
 // stores the user. Nothing is written unless everything is valid.
 func (a *App) CreateUser(ctx context.Context, t Tenant, spec *UserSpec) (*policy.APIUser, *Issued, error) {
+	ctx = a.withHistory(ctx, "create_user", "")
 	if spec.Roles != nil {
 		catalogMu.RLock()
 		defer catalogMu.RUnlock()
@@ -614,6 +615,7 @@ func (a *App) changeUser(ctx context.Context, t Tenant, id string, fn func(u *po
 // new value returned; otherwise newToken is "". The old token fails on the
 // very next gateway request.
 func (a *App) UpdateUser(ctx context.Context, t Tenant, id string, spec *UserSpec) (u *policy.APIUser, newToken string, err error) {
+	ctx = a.withHistory(ctx, "update_user", "")
 	if spec.Username != nil && *spec.Username != id {
 		return nil, "", fieldErr("username", "a username cannot change (from %q to %q): create a new user and delete this one instead", id, *spec.Username)
 	}
@@ -717,6 +719,7 @@ func replaceToken(u *policy.APIUser) string {
 // RotateToken replaces the user's access token; the old one fails on the
 // very next gateway request.
 func (a *App) RotateToken(ctx context.Context, t Tenant, id string) (*policy.APIUser, string, error) {
+	ctx = a.withHistory(ctx, "rotate_token", "")
 	var token string
 	before, after, err := a.changeUser(ctx, t, id, func(u *policy.APIUser) error {
 		token = replaceToken(u)
@@ -732,6 +735,7 @@ func (a *App) RotateToken(ctx context.Context, t Tenant, id string) (*policy.API
 // RegenerateSecret replaces the user's Secret; every Key stops working with
 // the old one at once.
 func (a *App) RegenerateSecret(ctx context.Context, t Tenant, id string) (*policy.APIUser, string, error) {
+	ctx = a.withHistory(ctx, "regenerate_secret", "")
 	var secret string
 	before, after, err := a.changeUser(ctx, t, id, func(u *policy.APIUser) error {
 		secret, u.SecretHash = policy.NewSecret()
@@ -762,6 +766,7 @@ const maxKeys = 20
 // AddKey gives the user another Key; the existing ones keep working (until
 // spec.PreviousKeysExpireAt, if set).
 func (a *App) AddKey(ctx context.Context, t Tenant, id string, spec KeySpec) (*policy.APIUser, IssuedKey, error) {
+	ctx = a.withHistory(ctx, "add_key", "")
 	now := a.now().UTC()
 	expires, err := parseOptionalTime("expires_at", spec.ExpiresAt)
 	if err != nil {
@@ -810,6 +815,7 @@ func (a *App) AddKey(ctx context.Context, t Tenant, id string, spec KeySpec) (*p
 // the way to lock an application out: the user then authenticates only
 // with its access token until a key is added.
 func (a *App) DeleteKey(ctx context.Context, t Tenant, id, keyID string) (*policy.APIUser, error) {
+	ctx = a.withHistory(ctx, "delete_key", keyID)
 	if !policy.ValidKeyID(keyID) {
 		return nil, fieldErr("key_id", "%q is not a key ID: 16 lowercase hexadecimal digits, as listed in the user's keys", keyID)
 	}
@@ -840,6 +846,7 @@ func (a *App) DeleteUser(ctx context.Context, id string) error {
 // run inside the delete's transaction, so a user moved or changed in
 // between is not deleted by a request meant for what it was.
 func (a *App) DeleteUserAt(ctx context.Context, t Tenant, id string) (*policy.APIUser, error) {
+	ctx = a.withHistory(ctx, "delete_user", "")
 	if err := checkUsername(id); err != nil {
 		return nil, err
 	}
@@ -924,13 +931,7 @@ func (a *App) auditUserChange(ctx context.Context, action string, before, after 
 // one. ("actor" is kept for the gateway records' actor kind.)
 func (a *App) auditChange(ctx context.Context, action string, fields ...zap.Field) {
 	act := actorFrom(ctx)
-	who := act.ID
-	if who == "" {
-		who = act.ClientIP
-	}
-	if who == "" {
-		who = "unknown"
-	}
+	who := actorName(act)
 	all := make([]zap.Field, 0, len(fields)+3)
 	all = append(all, zap.String("by", who), zap.String("action", action))
 	all = append(all, fields...)
