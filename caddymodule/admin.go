@@ -144,6 +144,8 @@ func (h *Admin) Provision(ctx caddy.Context) error {
 	for _, rt := range adminRoutes {
 		h.mux.Handle(rt.Method+" "+rt.Pattern, h.handler(rt))
 	}
+	h.mux.HandleFunc("GET /{$}", h.serveConsole)
+	h.mux.HandleFunc("GET /console/{file}", h.serveConsole)
 	h.mux.HandleFunc("/", h.noRoute)
 	return nil
 }
