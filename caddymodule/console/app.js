@@ -178,9 +178,9 @@ async function viewRoles() {
             { "data-label": "Actions" },
             r.source === "store"
               ? [
-                  h("button", { type: "button", class: "small", onclick: () => fillRole(r) }, `Edit ${r.name}`),
+                  h("button", { type: "button", class: "small", "aria-label": `Edit role ${r.name}`, onclick: () => fillRole(r) }, "Edit"),
                   " ",
-                  h("button", { type: "button", class: "small danger", onclick: () => deleteRole(r.name) }, `Delete ${r.name}`),
+                  h("button", { type: "button", class: "small danger", "aria-label": `Delete role ${r.name}`, onclick: () => deleteRole(r.name) }, "Delete"),
                 ]
               : "read-only",
           ),
@@ -771,8 +771,9 @@ function replacesToken(before, s) {
 // Enter in a list). Nothing selected means every endpoint is allowed.
 function endpointPicker(endpoints, chosen) {
   const search = h("input", { type: "search", autocomplete: "off" });
-  const avail = h("select", { multiple: true, size: 8, class: "picker" });
-  const sel = h("select", { multiple: true, size: 8, class: "picker" });
+  const size = Math.min(Math.max(endpoints.length, 4), 12);
+  const avail = h("select", { multiple: true, size, class: "picker" });
+  const sel = h("select", { multiple: true, size, class: "picker" });
   let selected = new Set(chosen);
   const label = (e) => `${e.name} — ${e.methods.join(",")} ${e.path}`;
   function render() {

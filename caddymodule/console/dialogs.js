@@ -53,7 +53,7 @@ export function showCredentials(title, values, username, curlBase) {
   if (values.key) rows.push(secretField(`Key ${values.keyID || ""}`.trim(), values.key, "key"));
   if (!curl && values.key && values.secret) curl = `curl -u '${username}:${values.key}:${values.secret}' "$GATEWAY${curlBase}/devices"`;
   if (curl && values.key && values.secret && values.token) curl += `\ncurl -u '${username}:${values.key}:${values.secret}' "$GATEWAY${curlBase}/devices"`;
-  const curlArea = h("textarea", { readonly: true, rows: curl.split("\n").length + 1, spellcheck: "false", class: "secret", "data-credential": "curl" });
+  const curlArea = h("textarea", { readonly: true, rows: 5, spellcheck: "false", class: "secret", "data-credential": "curl" });
   curlArea.value = curl;
   const dialog = h(
     "dialog",

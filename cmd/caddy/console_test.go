@@ -388,6 +388,53 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	b.shot("team")
 
+	// The allowed-endpoints picker, and the warning before a save that
+	// replaces the access token.
+	b.do(chromedp.Navigate(e.admin + "/#/product/1337/users/console-bot/edit"))
+	b.waitText("Allowed endpoints")
+	b.do(chromedp.SendKeys(chromedp.CSS(`fieldset.endpoints input[type=search]`), "get-dev"))
+	if n := b.eval(`String(document.querySelectorAll("fieldset.endpoints select")[0].options.length)`); n != "1" {
+		t.Errorf("searching the available endpoints for get-dev leaves %s, want 1", n)
+	}
+	b.eval(`document.querySelectorAll("fieldset.endpoints select")[0].options[0].selected = true; ""`)
+	b.click(`//button[normalize-space()='Add →']`)
+	b.click(`//button[normalize-space()='Save changes']`)
+	b.waitText("Saving replaces the access token")
+	b.click(`//dialog//button[normalize-space()='Save and replace the token']`)
+	newToken = b.credential("token")
+	b.closeCredentials()
+	if _, body := e.api(t, "GET", "/v1/products/1337/team/console-bot", nil); fmt.Sprint(body["user"].(map[string]any)["allowed_endpoints"]) != "[get-device]" {
+		t.Errorf("allowed endpoints after the picker: %v", body["user"].(map[string]any)["allowed_endpoints"])
+	}
+	if st, _ := e.gatewayGet(t, "/v1/products/1337/devices", "Bearer "+token); st != 401 {
+		t.Errorf("the token replaced by the edit: %d, want 401", st)
+	}
+	if st, code := e.gatewayGet(t, "/v1/products/1337/devices", "Bearer "+newToken); st != 403 || code != "endpoint_not_allowed" {
+		t.Errorf("the new token on an endpoint not picked: %d %s, want 403 endpoint_not_allowed", st, code)
+	}
+	token = newToken
+
+	// Every control has a label; focus is visible; the skip link comes first.
+	for _, page := range []string{"/#/product/1337/users/console-bot", "/#/product/1337/users/console-bot/edit", "/#/product/1337", "/#/roles"} {
+		b.do(chromedp.Navigate(e.admin + page))
+		b.do(chromedp.WaitVisible(chromedp.CSS("main h1")), chromedp.Sleep(200*time.Millisecond))
+		if unlabelled := b.eval(`[...document.querySelectorAll("input, select, textarea, button")].filter(el => !(el.labels && el.labels.length) && !el.getAttribute("aria-label") && !(el.tagName === "BUTTON" && el.textContent.trim())).map(el => el.outerHTML).join("\n")`); unlabelled != "" {
+			t.Errorf("%s: controls without a label:\n%s", page, unlabelled)
+		}
+	}
+	b.do(chromedp.Navigate(e.admin+"/#/endpoints"), chromedp.WaitVisible(chromedp.CSS("main table")))
+	b.do(chromedp.Navigate(e.admin+"/#/"), chromedp.WaitVisible(chromedp.CSS("main table a")))
+	if got := b.eval(`document.activeElement.tagName + " " + document.activeElement.textContent`); got != "H1 Orgs and products" {
+		t.Errorf("after navigating, focus is on %q, want the page's heading", got)
+	}
+	b.do(chromedp.KeyEvent("\t"))
+	if got := b.eval(`document.activeElement.textContent + " / " + getComputedStyle(document.activeElement).outlineStyle`); got != "acme / solid" {
+		t.Errorf("Tab from the heading focuses %q, want the first team link with a visible outline", got)
+	}
+	if got := b.eval(`document.querySelector("a, button, input, select, textarea").className`); got != "skip" {
+		t.Errorf("the first focusable element is %q, want the skip link", got)
+	}
+
 	// Two tabs on one user: a change in one makes the other's refused (412).
 	other := b.tab()
 	b.do(chromedp.Navigate(e.admin + "/#/product/1337/users/console-bot"))
@@ -467,7 +514,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	b.do(chromedp.Navigate(e.admin + "/#/roles"))
 	b.waitText("Reads events")
-	b.click(`//button[normalize-space()='Delete auditor']`)
+	b.click(`//button[@aria-label='Delete role auditor']`)
 	b.click(`//dialog//button[normalize-space()='Delete role']`)
 	b.waitText("Role auditor was not deleted")
 	b.waitText("tryer")
