@@ -137,3 +137,41 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(data)
 }
+
+// TestCrossSiteWriteRule is the rule itself, for the cases a real browser
+// is hard to make send: default ports, IPv6, case, malformed origins.
+func TestCrossSiteWriteRule(t *testing.T) {
+	tests := []struct {
+		method, host string
+		header       http.Header
+		refused      bool
+	}{
+		{"POST", "127.0.0.1:8081", nil, false},
+		{"GET", "127.0.0.1:8081", http.Header{"Origin": {"http://evil.example"}, "Sec-Fetch-Site": {"cross-site"}}, false},
+		{"POST", "127.0.0.1:8081", http.Header{"Origin": {"http://127.0.0.1:8081"}}, false},
+		{"POST", "admin.example.com", http.Header{"Origin": {"https://admin.example.com:443"}}, false},
+		{"POST", "admin.example.com", http.Header{"Origin": {"http://ADMIN.example.com"}}, false},
+		{"POST", "[::1]:8081", http.Header{"Origin": {"http://[::1]:8081"}}, false},
+		{"DELETE", "127.0.0.1:8081", http.Header{"Sec-Fetch-Site": {"same-origin"}}, false},
+		{"PUT", "127.0.0.1:8081", http.Header{"Sec-Fetch-Site": {"none"}}, false},
+		{"POST", "admin.example.com", http.Header{"Origin": {"https://admin.example.com:8443"}}, true},
+		{"POST", "[::1]:8081", http.Header{"Origin": {"http://[::1]:8082"}}, true},
+		{"POST", "127.0.0.1:8081", http.Header{"Origin": {"http://127.0.0.1:8081/path"}}, true},
+		{"POST", "127.0.0.1:8081", http.Header{"Origin": {"file://"}}, true},
+		{"POST", "127.0.0.1:8081", http.Header{"Origin": {"http://user@127.0.0.1:8081"}}, true},
+		{"POST", "", http.Header{"Origin": {"http://127.0.0.1:8081"}}, true},
+		{"PATCH", "127.0.0.1:8081", http.Header{"Sec-Fetch-Site": {"cross-site"}}, true},
+		{"POST", "127.0.0.1:8081", http.Header{"Sec-Fetch-Site": {"same-origin", "cross-site"}}, true},
+	}
+	for _, tt := range tests {
+		r, _ := http.NewRequest(tt.method, "http://x/v1/roles/r", nil)
+		r.Host = tt.host
+		r.Header = tt.header
+		if r.Header == nil {
+			r.Header = http.Header{}
+		}
+		if got := crossSiteWrite(r) != ""; got != tt.refused {
+			t.Errorf("%s to %q with %v: refused %v, want %v (%s)", tt.method, tt.host, tt.header, got, tt.refused, crossSiteWrite(r))
+		}
+	}
+}

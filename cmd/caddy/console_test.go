@@ -461,7 +461,8 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// "Try a request" agrees with the gateway.
 	st, created := e.api(t, "POST", "/v1/products/1337/team", map[string]any{
-		"username": "tryer", "scopes": []string{"devices:list", "devices:get"},
+		"username": "tryer", "friendly_name": "Fleet dashboard", "description": "Reads one demo device for the status page.",
+		"scopes": []string{"devices:list", "devices:get"},
 		"resource_constraints": map[string][]string{"device": {"0a1b2c"}},
 	})
 	if st != 200 {
@@ -470,13 +471,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	tryToken := created["created"].(map[string]any)["tokens"].([]any)[0].(map[string]any)["token"].(string)
 	b.do(chromedp.Navigate(e.admin + "/#/product/1337/users/tryer"))
 	b.waitText("Try a request")
+	b.waitText("create user by 127.0.0.1")
 	for _, tc := range []struct{ method, path, want string }{
 		{"GET", "/v1/products/1337/devices/0a1b2c", "allowed"},
 		{"PUT", "/v1/products/1337/devices/0a1b2c", "insufficient_scope"},
 		{"GET", "/v1/products/4242/devices/0a1b2c", "tenant_mismatch"},
-		{"GET", "/v1/products/1337/devices/ffffff", "resource_constraint"},
 		{"GET", "/v1/products/1337/devices", "resource_constraint"},
 		{"GET", "/v1/products/1337/nowhere", "no_endpoint"},
+		{"GET", "/v1/products/my-product-v1/devices/ffffff", "resource_constraint"}, // last: the README's screenshot
 	} {
 		b.do(
 			chromedp.SetValue(chromedp.CSS(`select[name=method]`), tc.method),
