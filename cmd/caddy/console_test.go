@@ -462,7 +462,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	// "Try a request" agrees with the gateway.
 	st, created := e.api(t, "POST", "/v1/products/1337/team", map[string]any{
 		"username": "tryer", "friendly_name": "Fleet dashboard", "description": "Reads one demo device for the status page.",
-		"scopes": []string{"devices:list", "devices:get"},
+		"scopes":               []string{"devices:list", "devices:get"},
 		"resource_constraints": map[string][]string{"device": {"0a1b2c"}},
 	})
 	if st != 200 {
