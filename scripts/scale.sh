@@ -152,7 +152,7 @@ team_list() {
 	cursor=""
 	for i in $(seq 50); do
 		deep_ms+=("$(ms_of "$base?limit=100${cursor:+&cursor=$cursor}")")
-		cursor=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["next"] or "")' "$work/page.json")
+		cursor=$(sed -n 's/^  "next": "\(.*\)"$/\1/p' "$work/page.json")
 	done
 	row="$row; pages 1-50 by cursor: $(printf '%s\n' "${deep_ms[@]}" | sort -n | awk '{ a[NR] = $1 } END { printf "median %s max %s ms", a[int((NR + 1) / 2)], a[NR] }')"
 	row="$row; RSS $rss0 -> $(rss_mb "$caddy_pid" VmRSS) MiB"
