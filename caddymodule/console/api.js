@@ -1,8 +1,10 @@
-// The management API, from the page's own origin. Every change carries the
-// entity tag the page read with If-Match, so a change someone else made in
-// between is refused (412) instead of overwritten. Responses are never
-// cached by the browser (the server says no-store) and nothing from them
-// is written to any browser storage or log.
+// The management API, from the page's own origin. Paths are relative to
+// the page, so the console works wherever api_users_admin is mounted
+// (under handle_path /admin/*, the page is /admin/ and the API is under
+// it). Every change carries the entity tag the page read with If-Match, so
+// a change someone else made in between is refused (412) instead of
+// overwritten. Responses are never cached by the browser (the server says
+// no-store) and nothing from them is written to any browser storage or log.
 
 export class APIError extends Error {
   constructor(status, code, description) {
@@ -38,7 +40,7 @@ export const get = (path) => call("GET", path);
 
 // teamPath is the API path of a team: an org's or a product's.
 export function teamPath(kind, name) {
-  return `/v1/${kind === "org" ? "orgs" : "products"}/${encodeURIComponent(name)}/team`;
+  return `v1/${kind === "org" ? "orgs" : "products"}/${encodeURIComponent(name)}/team`;
 }
 
 export function userPath(kind, name, username) {

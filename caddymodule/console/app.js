@@ -29,7 +29,7 @@ function errorBox(err) {
 
 // The catalog, roles and orgs, read once per visit to a form.
 async function catalog() {
-  const [eps, roles] = await Promise.all([get("/v1/endpoints"), get("/v1/roles?limit=1000")]);
+  const [eps, roles] = await Promise.all([get("v1/endpoints"), get("v1/roles?limit=1000")]);
   return { endpoints: eps.body.endpoints, scopes: eps.body.scopes, roles: roles.body.roles };
 }
 
@@ -94,7 +94,7 @@ async function countOf(kind, name) {
 }
 
 async function viewOrgs() {
-  const { body } = await get("/v1/orgs?limit=1000");
+  const { body } = await get("v1/orgs?limit=1000");
   const rows = [];
   for (const o of body.orgs) {
     rows.push({ kind: "org", name: o.id, label: o.slug ? `${o.id} (${o.slug})` : o.id, org: o.id, source: o.source });
@@ -134,7 +134,7 @@ async function viewOrgs() {
 // ---- endpoints ----
 
 async function viewEndpoints() {
-  const { body } = await get("/v1/endpoints");
+  const { body } = await get("v1/endpoints");
   replace(
     main,
     h("h1", {}, "Endpoint catalog"),
@@ -157,7 +157,7 @@ async function viewEndpoints() {
 // ---- roles ----
 
 async function viewRoles() {
-  const [{ body }, eps] = await Promise.all([get("/v1/roles?limit=1000"), get("/v1/endpoints")]);
+  const [{ body }, eps] = await Promise.all([get("v1/roles?limit=1000"), get("v1/endpoints")]);
   const list = h(
     "table",
     { class: "list" },
@@ -212,7 +212,7 @@ async function viewRoles() {
 async function saveRole(e, name, description, scopes) {
   e.preventDefault();
   try {
-    await call("PUT", `/v1/roles/${enc(name)}`, { description, scopes });
+    await call("PUT", `v1/roles/${enc(name)}`, { description, scopes });
     await viewRoles();
     say(`Role ${name} saved.`, "ok");
   } catch (err) {
@@ -223,7 +223,7 @@ async function saveRole(e, name, description, scopes) {
 async function deleteRole(name) {
   if (!(await confirmDialog(`Delete role ${name}?`, "Users that have it lose its scopes; the role is refused while any user has it.", "Delete role"))) return;
   try {
-    await call("DELETE", `/v1/roles/${enc(name)}`);
+    await call("DELETE", `v1/roles/${enc(name)}`);
     await viewRoles();
     say(`Role ${name} deleted.`, "ok");
   } catch (err) {
