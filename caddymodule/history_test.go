@@ -80,8 +80,8 @@ func TestUserHistory(t *testing.T) {
 	if before.FriendlyName != "Before" || after.FriendlyName != "After" || !slices.Equal(after.Scopes, []string{"devices:get"}) || before.TokenID == after.TokenID {
 		t.Errorf("update entry: before %+v, after %+v", before, after)
 	}
-	if string(p.History[5].Before) != "null" || p.History[0].Detail != created.Created.Keys[0].ID {
-		t.Errorf("create entry before = %s, delete_key detail %q", p.History[5].Before, p.History[0].Detail)
+	if string(p.History[5].Before) != "null" || p.History[0].Detail != created.Created.Keys[0].ID || p.History[1].Detail != key.Key.ID {
+		t.Errorf("create entry before = %s, delete_key detail %q, add_key detail %q (added %s)", p.History[5].Before, p.History[0].Detail, p.History[1].Detail, key.Key.ID)
 	}
 	for _, s := range secrets {
 		if s == "" || strings.Contains(string(r.Body), s) {

@@ -766,7 +766,6 @@ const maxKeys = 20
 // AddKey gives the user another Key; the existing ones keep working (until
 // spec.PreviousKeysExpireAt, if set).
 func (a *App) AddKey(ctx context.Context, t Tenant, id string, spec KeySpec) (*policy.APIUser, IssuedKey, error) {
-	ctx = a.withHistory(ctx, "add_key", "")
 	now := a.now().UTC()
 	expires, err := parseOptionalTime("expires_at", spec.ExpiresAt)
 	if err != nil {
@@ -782,7 +781,15 @@ func (a *App) AddKey(ctx context.Context, t Tenant, id string, spec KeySpec) (*p
 	if !othersEnd.IsZero() && !othersEnd.After(now) {
 		return nil, IssuedKey{}, fieldErr("previous_keys_expire_at", "%s is not in the future: to stop a key now, delete it", spec.PreviousKeysExpireAt)
 	}
-	var issued IssuedKey
+	// The key is made before the transaction, so its ID can go into the
+	// user's history; a retried transaction adds the same key.
+	value, key := policy.NewKey(now)
+	key.ExpiresAt = expires
+	issued := IssuedKey{ID: key.ID, Value: value}
+	if !expires.IsZero() {
+		issued.ExpiresAt = &expires
+	}
+	ctx = a.withHistory(ctx, "add_key", key.ID)
 	before, after, err := a.changeUser(ctx, t, id, func(u *policy.APIUser) error {
 		if len(u.Keys) >= maxKeys {
 			return conflictErr("API user %q has %d keys, the most it may have: delete one first", id, len(u.Keys))
@@ -794,13 +801,7 @@ func (a *App) AddKey(ctx context.Context, t Tenant, id string, spec KeySpec) (*p
 				}
 			}
 		}
-		value, k := policy.NewKey(now)
-		k.ExpiresAt = expires
-		u.Keys = append(u.Keys, k)
-		issued = IssuedKey{ID: k.ID, Value: value}
-		if !expires.IsZero() {
-			issued.ExpiresAt = &expires
-		}
+		u.Keys = append(u.Keys, key)
 		return nil
 	})
 	if err != nil {
