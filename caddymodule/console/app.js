@@ -363,6 +363,12 @@ function userRow(kind, name, u) {
 
 // ---- a user ----
 
+// samplePath is a gateway path to try a team's user with: a product's
+// devices, or an org's events (the example's catalog has both).
+function samplePath(kind, team) {
+  return kind === "product" ? `/v1/products/${enc(team)}/devices` : `/v1/orgs/${enc(team)}/events`;
+}
+
 async function viewUser(kind, team, username) {
   const path = userPath(kind, team, username);
   let { body, etag } = await get(path);
@@ -397,8 +403,7 @@ async function viewUser(kind, team, username) {
     }
   }
 
-  const curlBase = `${kind === "product" ? `/v1/products/${team}` : `/v1/orgs/${team}`}`;
-  const credentialsFor = (title, values) => showCredentials(title, values, username, curlBase);
+  const credentialsFor = (title, values) => showCredentials(title, values, username, samplePath(kind, team));
 
   const actions = h(
     "div",
@@ -550,7 +555,7 @@ async function viewUser(kind, team, username) {
 
   // Try a request.
   const method = h("select", { name: "method" }, ["GET", "POST", "PUT", "DELETE", "PATCH"].map((m) => h("option", { value: m }, m)));
-  const reqPath = h("input", { type: "text", name: "path", value: kind === "product" ? `/v1/products/${team}/devices` : `/v1/orgs/${team}/events`, autocomplete: "off", spellcheck: "false" });
+  const reqPath = h("input", { type: "text", name: "path", value: samplePath(kind, team), autocomplete: "off", spellcheck: "false" });
   const proxied = h("input", { type: "text", name: "proxied_user", autocomplete: "off" });
   const verdict = h("div", { class: "verdict", "aria-live": "polite" });
   const tryForm = h(
@@ -702,7 +707,7 @@ async function viewForm(kind, team, username) {
       if (!username) {
         const r = await call("POST", teamPath(kind, team), s);
         const c = r.body.created;
-        await showCredentials("API user created", { token: c.tokens[0].token, secret: c.secret, key: c.keys[0].value, keyID: c.keys[0].id }, c.username, kind === "product" ? `/v1/products/${team}` : `/v1/orgs/${team}`);
+        await showCredentials("API user created", { token: c.tokens[0].token, secret: c.secret, key: c.keys[0].value, keyID: c.keys[0].id }, c.username, samplePath(kind, team));
         sayNext(`API user ${c.username} created.`);
         location.hash = userHash(kind, team, c.username);
         return;
@@ -710,7 +715,7 @@ async function viewForm(kind, team, username) {
       if (replacesToken(user, s) && !(await confirmDialog("Saving replaces the access token", "This change alters what the user may do, so the current access token stops working at once and a new one is shown once. Keys and the Secret keep working.", "Save and replace the token"))) return;
       const r = await call("PUT", userPath(kind, team, username), s, etag);
       if (r.body.user.tokens) {
-        await showCredentials("New access token", { token: r.body.user.tokens[0].token }, username, kind === "product" ? `/v1/products/${team}` : `/v1/orgs/${team}`);
+        await showCredentials("New access token", { token: r.body.user.tokens[0].token }, username, samplePath(kind, team));
       }
       sayNext("Saved.");
       location.hash = userHash(kind, team, username);

@@ -40,19 +40,19 @@ function secretField(label, value, what) {
 }
 
 // showCredentials shows newly issued credentials once. values may hold
-// token, secret, key and keyID. curlBase is the team's API path, for a
-// ready curl line against the gateway.
-export function showCredentials(title, values, username, curlBase) {
+// token, secret, key and keyID; path is a gateway path to try them on, in
+// ready curl lines.
+export function showCredentials(title, values, username, path) {
   const rows = [];
   let curl = "";
   if (values.token) {
     rows.push(secretField("Access token", values.token, "token"));
-    curl = `curl -H "Authorization: Bearer ${values.token}" "$GATEWAY${curlBase}/devices"`;
+    curl = `curl -H "Authorization: Bearer ${values.token}" "$GATEWAY${path}"`;
   }
   if (values.secret) rows.push(secretField("Secret", values.secret, "secret"));
   if (values.key) rows.push(secretField(`Key ${values.keyID || ""}`.trim(), values.key, "key"));
-  if (!curl && values.key && values.secret) curl = `curl -u '${username}:${values.key}:${values.secret}' "$GATEWAY${curlBase}/devices"`;
-  if (curl && values.key && values.secret && values.token) curl += `\ncurl -u '${username}:${values.key}:${values.secret}' "$GATEWAY${curlBase}/devices"`;
+  if (!curl && values.key && values.secret) curl = `curl -u '${username}:${values.key}:${values.secret}' "$GATEWAY${path}"`;
+  if (curl && values.key && values.secret && values.token) curl += `\ncurl -u '${username}:${values.key}:${values.secret}' "$GATEWAY${path}"`;
   const curlArea = h("textarea", { readonly: true, rows: 5, spellcheck: "false", class: "secret", "data-credential": "curl" });
   curlArea.value = curl;
   const dialog = h(

@@ -257,6 +257,26 @@ func (b *browser) shot(name string) {
 	b.do(chromedp.EmulateViewport(1280, 900))
 }
 
+// open goes to a page of the console and waits until that page, not the
+// one before it, is shown: the old heading is marked first, and the wait
+// is for a heading without the mark.
+func (b *browser) open(url string) {
+	b.t.Helper()
+	b.eval(`document.querySelector("main h1") && (document.querySelector("main h1").dataset.old = "1"); ""`)
+	if b.eval(`location.href`) == url {
+		b.do(chromedp.Reload()) // the same address: no hashchange to follow
+	} else {
+		b.do(chromedp.Navigate(url))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for b.eval(`document.querySelector("main h1:not([data-old])") && !document.querySelector("main h1[data-old]") && document.querySelector("main h1").textContent !== "API users" ? "new" : ""`) != "new" {
+		if time.Now().After(deadline) {
+			b.t.Fatalf("%s did not show its page", url)
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+}
+
 // credential reads a value of the one-time dialog and closes it.
 func (b *browser) credential(what string) string {
 	b.t.Helper()
@@ -288,7 +308,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.shot("orgs")
 
 	// Create a product user, read its credentials once, use the token.
-	b.do(chromedp.Navigate(e.admin + "/#/product/1337/new"))
+	b.open(e.admin + "/#/product/1337/new")
 	b.waitText("Add an API user to product 1337")
 	b.do(
 		chromedp.SendKeys(chromedp.CSS(`input[name=username]`), "console-bot"),
@@ -306,6 +326,16 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	b.waitText("You will not see this again")
 	b.shot("credentials-dialog")
+	// The dialog's curl lines work as they are, with GATEWAY set.
+	curlLines := b.value(`dialog textarea[data-credential=curl]`)
+	for _, line := range strings.Split(curlLines, "\n") {
+		cmd := exec.Command("sh", "-c", line+" -s -f")
+		cmd.Env = append(os.Environ(), "GATEWAY="+e.gateway)
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), `"X-Api-User": "console-bot"`) {
+			t.Errorf("the dialog's %q: %v\n%s", line, err, out)
+		}
+	}
 	if strings.Contains(b.eval(`location.href`), token) {
 		t.Error("the token is in the URL")
 	}
@@ -372,7 +402,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	// Text a user typed is shown as typed, and never runs.
 	const evil = `<img src=x onerror=alert(1)>`
 	b.eval(`window.alert = () => { window.__xss = true }; ""`)
-	b.do(chromedp.Navigate(e.admin + "/#/product/1337/users/console-bot/edit"))
+	b.open(e.admin + "/#/product/1337/users/console-bot/edit")
 	b.do(chromedp.WaitVisible(chromedp.CSS(`input[name=friendly_name]`)), chromedp.SetValue(chromedp.CSS(`input[name=friendly_name]`), evil))
 	b.eval(`window.alert = () => { window.__xss = true }; ""`)
 	b.shot("edit-form")
@@ -381,7 +411,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if got := b.eval(`document.querySelector("h1").textContent`); got != evil+" (console-bot)" {
 		t.Errorf("heading = %q, want the name as typed", got)
 	}
-	b.do(chromedp.Navigate(e.admin + "/#/product/1337"))
+	b.open(e.admin + "/#/product/1337")
 	b.waitText(evil)
 	if got := b.eval(`String(document.querySelectorAll("img").length) + " " + String(window.__xss === true)`); got != "0 false" {
 		t.Errorf("images on the page and script run: %s, want 0 false", got)
@@ -390,7 +420,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// The allowed-endpoints picker, and the warning before a save that
 	// replaces the access token.
-	b.do(chromedp.Navigate(e.admin + "/#/product/1337/users/console-bot/edit"))
+	b.open(e.admin + "/#/product/1337/users/console-bot/edit")
 	b.waitText("Allowed endpoints")
 	b.do(chromedp.SendKeys(chromedp.CSS(`fieldset.endpoints input[type=search]`), "get-dev"))
 	if n := b.eval(`String(document.querySelectorAll("fieldset.endpoints select")[0].options.length)`); n != "1" {
@@ -416,14 +446,14 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// Every control has a label; focus is visible; the skip link comes first.
 	for _, page := range []string{"/#/product/1337/users/console-bot", "/#/product/1337/users/console-bot/edit", "/#/product/1337", "/#/roles"} {
-		b.do(chromedp.Navigate(e.admin + page))
-		b.do(chromedp.WaitVisible(chromedp.CSS("main h1")), chromedp.Sleep(200*time.Millisecond))
+		b.open(e.admin + page)
 		if unlabelled := b.eval(`[...document.querySelectorAll("input, select, textarea, button")].filter(el => !(el.labels && el.labels.length) && !el.getAttribute("aria-label") && !(el.tagName === "BUTTON" && el.textContent.trim())).map(el => el.outerHTML).join("\n")`); unlabelled != "" {
 			t.Errorf("%s: controls without a label:\n%s", page, unlabelled)
 		}
 	}
-	b.do(chromedp.Navigate(e.admin+"/#/endpoints"), chromedp.WaitVisible(chromedp.CSS("main table")))
-	b.do(chromedp.Navigate(e.admin+"/#/"), chromedp.WaitVisible(chromedp.CSS("main table a")))
+	b.open(e.admin + "/#/endpoints")
+	b.open(e.admin + "/#/")
+	b.do(chromedp.WaitVisible(chromedp.CSS("main table a")))
 	if got := b.eval(`document.activeElement.tagName + " " + document.activeElement.textContent`); got != "H1 Orgs and products" {
 		t.Errorf("after navigating, focus is on %q, want the page's heading", got)
 	}
@@ -437,8 +467,8 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// Two tabs on one user: a change in one makes the other's refused (412).
 	other := b.tab()
-	b.do(chromedp.Navigate(e.admin + "/#/product/1337/users/console-bot"))
-	other.do(chromedp.Navigate(e.admin + "/#/product/1337/users/console-bot"))
+	b.open(e.admin + "/#/product/1337/users/console-bot")
+	other.open(e.admin + "/#/product/1337/users/console-bot")
 	b.waitText("Change history")
 	other.waitText("Change history")
 	tokenIDBefore := b.eval(`[...document.querySelectorAll("dl.fields code")][0].textContent`)
@@ -455,7 +485,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	other.waitText("retired")
 
 	// The change history shows what the console did, by whom.
-	b.do(chromedp.Navigate(e.admin + "/#/product/1337/users/console-bot"))
+	b.open(e.admin + "/#/product/1337/users/console-bot")
 	b.waitText("delete key by 127.0.0.1")
 	b.waitText("rotate token by 127.0.0.1")
 
@@ -469,8 +499,8 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("creating tryer: %d %v", st, created)
 	}
 	tryToken := created["created"].(map[string]any)["tokens"].([]any)[0].(map[string]any)["token"].(string)
-	b.do(chromedp.Navigate(e.admin + "/#/product/1337/users/tryer"))
-	b.waitText("Try a request")
+	b.open(e.admin + "/#/product/1337/users/tryer")
+	b.waitText("Fleet dashboard (tryer)") // not the previous user's page, which has the same panels
 	b.waitText("create user by 127.0.0.1")
 	for _, tc := range []struct{ method, path, want string }{
 		{"GET", "/v1/products/1337/devices/0a1b2c", "allowed"},
@@ -514,19 +544,19 @@ func TestConsoleInBrowser(t *testing.T) {
 	if st, _ := e.api(t, "PUT", "/v1/products/1337/team/tryer", map[string]any{"roles": []string{"auditor"}}); st != 200 {
 		t.Fatal("giving the role")
 	}
-	b.do(chromedp.Navigate(e.admin + "/#/roles"))
+	b.open(e.admin + "/#/roles")
 	b.waitText("Reads events")
 	b.click(`//button[@aria-label='Delete role auditor']`)
 	b.click(`//dialog//button[normalize-space()='Delete role']`)
 	b.waitText("Role auditor was not deleted")
 	b.waitText("tryer")
 	b.shot("roles")
-	b.do(chromedp.Navigate(e.admin + "/#/endpoints"))
+	b.open(e.admin + "/#/endpoints")
 	b.waitText("devices.function:call")
 	b.shot("endpoints")
 
 	// Delete, typing the username to confirm.
-	b.do(chromedp.Navigate(e.admin + "/#/product/1337/users/console-bot"))
+	b.open(e.admin + "/#/product/1337/users/console-bot")
 	b.waitText("Change history")
 	b.click(`//div[@class='actions']/button[normalize-space()='Delete']`)
 	if disabled := b.eval(`String(document.querySelector("dialog button.danger").disabled)`); disabled != "true" {
