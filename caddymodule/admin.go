@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -98,6 +99,8 @@ func teamRoutes(prefix string) []adminRoute {
 		{"POST", user + "/secret", (*Admin).regenerateSecret},
 		{"POST", user + "/keys", (*Admin).addKey},
 		{"DELETE", user + "/keys/{key_id}", (*Admin).deleteKey},
+		{"GET", user + "/history", (*Admin).userHistory},
+		{"POST", user + "/decide", (*Admin).decide},
 	}
 }
 
@@ -141,6 +144,8 @@ func (h *Admin) Provision(ctx caddy.Context) error {
 	for _, rt := range adminRoutes {
 		h.mux.Handle(rt.Method+" "+rt.Pattern, h.handler(rt))
 	}
+	h.mux.HandleFunc("GET /{$}", h.serveConsole)
+	h.mux.HandleFunc("GET /console/{file}", h.serveConsole)
 	h.mux.HandleFunc("/", h.noRoute)
 	return nil
 }
@@ -167,7 +172,9 @@ func (h *Admin) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 	// Responses carry credentials that are shown once: no cache may keep
 	// them.
 	hdr.Set("Cache-Control", "no-store")
-	hdr.Set("X-Content-Type-Options", "nosniff")
+	for k, v := range pageSecurityHeaders {
+		hdr.Set(k, v)
+	}
 
 	if ai, _ := caddyhttp.GetVar(r.Context(), apiUserVarKey).(*authInfo); ai != nil {
 		id := ai.id
@@ -177,6 +184,14 @@ func (h *Admin) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 			zap.String("path", r.URL.EscapedPath()), zap.String("client_ip", clientIP(r)))
 		writeJSONError(w, http.StatusForbidden, "api_user_forbidden",
 			"API users cannot administer API users: call the management API with an operator's credentials, not an API user's")
+		return nil
+	}
+	if why := crossSiteWrite(r); why != "" {
+		h.app.audit.Info("management request refused",
+			zap.String("reason", "cross_site_request"), zap.String("why", why), zap.String("method", r.Method),
+			zap.String("path", r.URL.EscapedPath()), zap.String("client_ip", clientIP(r)))
+		writeJSONError(w, http.StatusForbidden, "cross_site_request",
+			"changes are accepted from this server's own pages and from clients that are not browsers, not from another site: "+why)
 		return nil
 	}
 	// The router would redirect a path with "//", "." or ".." segments or
@@ -429,7 +444,11 @@ func (h *Admin) createUser(c *adminCall) (any, error) {
 }
 
 func (h *Admin) listTeam(c *adminCall) (any, error) {
-	users, err := h.app.ListTeam(c.ctx, c.tenant())
+	tq, err := teamQueryFrom(c.r.URL.Query())
+	if err != nil {
+		return nil, err
+	}
+	users, next, err := h.app.ListTeamPage(c.ctx, c.tenant(), tq)
 	if err != nil {
 		return nil, err
 	}
@@ -437,7 +456,28 @@ func (h *Admin) listTeam(c *adminCall) (any, error) {
 	for _, u := range users {
 		team = append(team, viewOf(u))
 	}
-	return okWith("team", team), nil
+	return okWith("team", team, "next", nextCursor(next)), nil
+}
+
+func (h *Admin) userHistory(c *adminCall) (any, error) {
+	entries, next, err := h.app.UserHistory(c.ctx, c.tenant(), c.r.PathValue("username"), c.r.URL.Query())
+	if err != nil {
+		return nil, err
+	}
+	return okWith("history", nonNilSlice(entries), "next", nextCursor(next)), nil
+}
+
+func (h *Admin) decide(c *adminCall) (any, error) {
+	var spec DecideSpec
+	if err := c.readBody(&spec, false, decideFields); err != nil {
+		return nil, err
+	}
+	u, d, err := h.app.Explain(c.ctx, c.tenant(), c.r.PathValue("username"), spec)
+	if err != nil {
+		return nil, err
+	}
+	c.setETag(u)
+	return okWith("decision", d), nil
 }
 
 func (h *Admin) getUser(c *adminCall) (any, error) {
@@ -527,7 +567,11 @@ func (h *Admin) listRoles(c *adminCall) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return okWith("roles", nonNilSlice(roles)), nil
+	page, next, err := pageOf(nonNilSlice(roles), func(r RoleView) string { return r.Name }, c.r.URL.Query())
+	if err != nil {
+		return nil, err
+	}
+	return okWith("roles", page, "next", next), nil
 }
 
 func (h *Admin) getRole(c *adminCall) (any, error) {
@@ -559,8 +603,12 @@ func (h *Admin) deleteRole(c *adminCall) (any, error) {
 	return okOnly, nil
 }
 
-func (h *Admin) listOrgs(*adminCall) (any, error) {
-	return okWith("orgs", h.app.ListOrgs()), nil
+func (h *Admin) listOrgs(c *adminCall) (any, error) {
+	page, next, err := pageOf(h.app.ListOrgs(), func(o OrgView) string { return o.ID }, c.r.URL.Query())
+	if err != nil {
+		return nil, err
+	}
+	return okWith("orgs", page, "next", next), nil
 }
 
 func (h *Admin) getOrg(c *adminCall) (any, error) {
@@ -595,7 +643,11 @@ func (h *Admin) listProducts(c *adminCall) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return okWith("products", ps), nil
+	page, next, err := pageOf(ps, func(p ProductView) string { return strconv.FormatInt(p.ID, 10) }, c.r.URL.Query())
+	if err != nil {
+		return nil, err
+	}
+	return okWith("products", page, "next", next), nil
 }
 
 func (h *Admin) getProduct(c *adminCall) (any, error) {

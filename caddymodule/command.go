@@ -17,7 +17,6 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
-	"github.com/apiusers/caddy-api-users/caddymodule/store"
 	"github.com/apiusers/caddy-api-users/policy"
 )
 
@@ -43,7 +42,8 @@ Credential values are printed once, when they are created. Store them in a
 secret manager: only their hashes are kept.
 
   caddy api-users create --org acme --product 1337 --scopes devices:list,devices:get
-  caddy api-users list --org acme
+  caddy api-users list --org acme [--q sync] [--state active] [--sort -last_used]
+  caddy api-users explain <username> GET /v1/products/1337/devices
   caddy api-users show <username>
   caddy api-users update <username> --scopes devices:list   (prints the new token)
   caddy api-users rotate <username>
@@ -67,7 +67,7 @@ Add --json for the management API's JSON instead of text.
 				cliCreateCommand(), cliListCommand(), cliShowCommand(), cliUpdateCommand(),
 				cliRotateCommand(), cliAddKeyCommand(), cliDeleteKeyCommand(),
 				cliRegenerateSecretCommand(), cliRetireCommand(), cliDeleteCommand(),
-				cliRoleCommand(), cliCatalogCommand(), cliCheckCommand(),
+				cliRoleCommand(), cliCatalogCommand(), cliCheckCommand(), cliExplainCommand(),
 			)
 		},
 	})
@@ -265,48 +265,83 @@ func cliCreateCommand() *cobra.Command {
 
 func cliListCommand() *cobra.Command {
 	c := &cobra.Command{
-		Use:   "list [--org <org>] [--product <id|slug>]",
+		Use:   "list [--org <org>] [--product <id|slug>] [--q text] [--state s] [--sort key]",
 		Short: "Lists API users (never their credentials)",
 		Long: `Lists API users: all of them, all of an org's (--org, org-level and
-product users alike), or one product's (--product).`,
+product users alike), or one product's (--product). --q keeps the users
+whose username or friendly name contains the text; --state keeps active,
+retired, expired or idle_expired users; --sort orders by username (the
+default), name, created or last_used, "-" before it for descending.
+
+The list is read from the store a page at a time (--page-size users), so
+it works for any number of users in bounded memory.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			org, _ := cmd.Flags().GetString("org")
-			product, _ := cmd.Flags().GetString("product")
+			f := cmd.Flags()
+			org, _ := f.GetString("org")
+			product, _ := f.GetString("product")
+			var tq TeamQuery
+			tq.Q, _ = f.GetString("q")
+			tq.State, _ = f.GetString("state")
+			tq.Sort, _ = f.GetString("sort")
+			tq.Limit, _ = f.GetInt("page-size")
 			return withApp(cmd, func(ctx context.Context, app *App) error {
-				var users []*policy.APIUser
-				var err error
-				switch {
-				case product != "":
-					users, err = app.ListTeam(ctx, Tenant{Org: org, Product: product})
-				case org != "":
+				t := Tenant{Org: org, Product: product}
+				wholeOrg := product == "" && org != ""
+				if wholeOrg {
 					// The shell sees the whole org, unlike the API's org
 					// team route, which lists org-level users only.
-					orgID, _, rerr := app.resolveTenant(Tenant{Org: org})
-					if rerr != nil {
-						return rerr
+					t = Tenant{}
+					orgID, _, err := app.resolveTenant(Tenant{Org: org})
+					if err != nil {
+						return err
 					}
-					users, err = app.store.ListUsers(ctx, store.UserFilter{Org: orgID})
-				default:
-					users, err = app.ListTeam(ctx, Tenant{})
-				}
-				if err != nil {
-					return err
+					tq.org = orgID
 				}
 				out := cmd.OutOrStdout()
-				if jsonFlag(cmd) {
-					views := make([]UserView, 0, len(users))
-					for _, u := range users {
-						views = append(views, viewOf(u))
-					}
-					return writeIndentedJSON(out, okWith("team", views))
+				asJSON := jsonFlag(cmd)
+				var tw *tabwriter.Writer
+				if asJSON {
+					fmt.Fprint(out, "{\n  \"ok\": true,\n  \"team\": [")
+				} else {
+					tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "USERNAME\tORG\tPRODUCT\tSCOPES\tROLES\tKEYS\tSTATE\tLAST USED")
 				}
-				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "USERNAME\tORG\tPRODUCT\tSCOPES\tROLES\tKEYS\tSTATE\tLAST USED")
 				now := time.Now()
-				for _, u := range users {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", u.ID, u.Org, dash(productLabel(u.Product)),
-						dash(joinScopes(u.Scopes)), dash(strings.Join(u.Roles, ",")), len(u.Keys), userState(u, now), timeOrDash(u.LastUsedAt))
+				n := 0
+				for {
+					users, next, err := app.ListTeamPage(ctx, t, tq)
+					if err != nil {
+						return err
+					}
+					for _, u := range users {
+						if asJSON {
+							data, err := json.MarshalIndent(viewOf(u), "    ", "  ")
+							if err != nil {
+								return err
+							}
+							sep := ","
+							if n == 0 {
+								sep = ""
+							}
+							fmt.Fprintf(out, "%s\n    %s", sep, data)
+						} else {
+							fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", u.ID, u.Org, dash(productLabel(u.Product)),
+								dash(joinScopes(u.Scopes)), dash(strings.Join(u.Roles, ",")), len(u.Keys), userState(u, now), timeOrDash(u.LastUsedAt))
+						}
+						n++
+					}
+					if next == "" {
+						break
+					}
+					tq.Cursor = next
+				}
+				if asJSON {
+					if n > 0 {
+						fmt.Fprint(out, "\n  ")
+					}
+					_, err := fmt.Fprintln(out, "]\n}")
+					return err
 				}
 				return tw.Flush()
 			})
@@ -314,6 +349,69 @@ product users alike), or one product's (--product).`,
 	}
 	c.Flags().String("org", "", "Only this org's users (org-level and product users)")
 	c.Flags().String("product", "", "Only this product's users")
+	c.Flags().String("q", "", "Only users whose username or friendly name contains this text (ASCII case ignored)")
+	c.Flags().String("state", "", "Only users in this state: active, retired, expired or idle_expired")
+	c.Flags().String("sort", "", "Order: username (default), name, created or last_used; prefix \"-\" for descending")
+	c.Flags().Int("page-size", 500, "Users read from the store at a time, 1 to 1000")
+	return c
+}
+
+func cliExplainCommand() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "explain <username> <method> <path> [--proxied-user <id>]",
+		Short: "Shows what the gateway would decide for an API user's request, and why",
+		Long: `Runs the gateway's decision for the API user and the request, without
+sending anything anywhere: the endpoint it matches, the reason code, and
+the decision step that settled it. The path is given as a client sends it
+(escaped, with any query), such as /v1/products/1337/devices.
+
+It decides as if the user's credential were valid; a real request must
+also present one and stay within the user's rate limit.`,
+		Args: cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			spec := DecideSpec{Method: args[1], Path: args[2]}
+			if cmd.Flags().Changed("proxied-user") {
+				v, _ := cmd.Flags().GetString("proxied-user")
+				spec.ProxiedUser = &v
+			}
+			return withApp(cmd, func(ctx context.Context, app *App) error {
+				_, d, err := app.Explain(ctx, Tenant{}, args[0], spec)
+				if err != nil {
+					return err
+				}
+				out := cmd.OutOrStdout()
+				if jsonFlag(cmd) {
+					return writeIndentedJSON(out, okWith("decision", d))
+				}
+				verdict := "refused"
+				if d.Allowed {
+					verdict = "allowed"
+				}
+				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+				row("decision", fmt.Sprintf("%s (%d %s)", verdict, d.Status, d.Reason))
+				row("why", d.Description)
+				row("step", fmt.Sprintf("%d %s", d.Step, d.StepName))
+				if d.Endpoint != nil {
+					row("endpoint", fmt.Sprintf("%s: %s %s, scope %s", d.Endpoint.Name, strings.Join(d.Endpoint.Methods, ","), d.Endpoint.Path, d.Endpoint.Scope))
+				} else {
+					row("endpoint", "-")
+				}
+				var vars []string
+				for k, v := range d.Vars {
+					vars = append(vars, k+"="+v)
+				}
+				row("variables", dash(strings.Join(dedupe(vars), " ")))
+				row("effective scopes", dash(strings.Join(d.EffectiveScopes, ", ")))
+				if d.ProxiedUser != "" {
+					row("proxied user", d.ProxiedUser)
+				}
+				row("not checked", d.NotChecked)
+				return tw.Flush()
+			})
+		},
+	}
+	c.Flags().String("proxied-user", "", "The value of the proxied-user header, if the request sends one")
 	return c
 }
 

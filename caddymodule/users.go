@@ -486,6 +486,7 @@ func storeErr(err error, notFound func() error) error {
 // CreateUser validates spec, issues a token, a Secret and a first Key, and
 // stores the user. Nothing is written unless everything is valid.
 func (a *App) CreateUser(ctx context.Context, t Tenant, spec *UserSpec) (*policy.APIUser, *Issued, error) {
+	ctx = a.withHistory(ctx, "create_user", "")
 	if spec.Roles != nil {
 		catalogMu.RLock()
 		defer catalogMu.RUnlock()
@@ -625,6 +626,7 @@ func (a *App) changeUser(ctx context.Context, t Tenant, id string, fn func(u *po
 // new value returned; otherwise newToken is "". The old token fails on the
 // very next gateway request.
 func (a *App) UpdateUser(ctx context.Context, t Tenant, id string, spec *UserSpec) (u *policy.APIUser, newToken string, err error) {
+	ctx = a.withHistory(ctx, "update_user", "")
 	if spec.Username != nil && *spec.Username != id {
 		return nil, "", fieldErr("username", "a username cannot change (from %q to %q): create a new user and delete this one instead", id, *spec.Username)
 	}
@@ -728,6 +730,7 @@ func replaceToken(u *policy.APIUser) string {
 // RotateToken replaces the user's access token; the old one fails on the
 // very next gateway request.
 func (a *App) RotateToken(ctx context.Context, t Tenant, id string) (*policy.APIUser, string, error) {
+	ctx = a.withHistory(ctx, "rotate_token", "")
 	var token string
 	before, after, err := a.changeUser(ctx, t, id, func(u *policy.APIUser) error {
 		token = replaceToken(u)
@@ -743,6 +746,7 @@ func (a *App) RotateToken(ctx context.Context, t Tenant, id string) (*policy.API
 // RegenerateSecret replaces the user's Secret; every Key stops working with
 // the old one at once.
 func (a *App) RegenerateSecret(ctx context.Context, t Tenant, id string) (*policy.APIUser, string, error) {
+	ctx = a.withHistory(ctx, "regenerate_secret", "")
 	var secret string
 	before, after, err := a.changeUser(ctx, t, id, func(u *policy.APIUser) error {
 		secret, u.SecretHash = policy.NewSecret()
@@ -788,7 +792,15 @@ func (a *App) AddKey(ctx context.Context, t Tenant, id string, spec KeySpec) (*p
 	if !othersEnd.IsZero() && !othersEnd.After(now) {
 		return nil, IssuedKey{}, fieldErr("previous_keys_expire_at", "%s is not in the future: to stop a key now, delete it", spec.PreviousKeysExpireAt)
 	}
-	var issued IssuedKey
+	// The key is made before the transaction, so its ID can go into the
+	// user's history; a retried transaction adds the same key.
+	value, key := policy.NewKey(now)
+	key.ExpiresAt = expires
+	issued := IssuedKey{ID: key.ID, Value: value}
+	if !expires.IsZero() {
+		issued.ExpiresAt = &expires
+	}
+	ctx = a.withHistory(ctx, "add_key", key.ID)
 	before, after, err := a.changeUser(ctx, t, id, func(u *policy.APIUser) error {
 		if len(u.Keys) >= maxKeys {
 			return conflictErr("API user %q has %d keys, the most it may have: delete one first", id, len(u.Keys))
@@ -800,13 +812,7 @@ func (a *App) AddKey(ctx context.Context, t Tenant, id string, spec KeySpec) (*p
 				}
 			}
 		}
-		value, k := policy.NewKey(now)
-		k.ExpiresAt = expires
-		u.Keys = append(u.Keys, k)
-		issued = IssuedKey{ID: k.ID, Value: value}
-		if !expires.IsZero() {
-			issued.ExpiresAt = &expires
-		}
+		u.Keys = append(u.Keys, key)
 		return nil
 	})
 	if err != nil {
@@ -821,6 +827,7 @@ func (a *App) AddKey(ctx context.Context, t Tenant, id string, spec KeySpec) (*p
 // the way to lock an application out: the user then authenticates only
 // with its access token until a key is added.
 func (a *App) DeleteKey(ctx context.Context, t Tenant, id, keyID string) (*policy.APIUser, error) {
+	ctx = a.withHistory(ctx, "delete_key", keyID)
 	if !policy.ValidKeyID(keyID) {
 		return nil, fieldErr("key_id", "%q is not a key ID: 16 lowercase hexadecimal digits, as listed in the user's keys", keyID)
 	}
@@ -851,6 +858,7 @@ func (a *App) DeleteUser(ctx context.Context, id string) error {
 // run inside the delete's transaction, so a user moved or changed in
 // between is not deleted by a request meant for what it was.
 func (a *App) DeleteUserAt(ctx context.Context, t Tenant, id string) (*policy.APIUser, error) {
+	ctx = a.withHistory(ctx, "delete_user", "")
 	if err := checkUsername(id); err != nil {
 		return nil, err
 	}
@@ -935,13 +943,7 @@ func (a *App) auditUserChange(ctx context.Context, action string, before, after 
 // one. ("actor" is kept for the gateway records' actor kind.)
 func (a *App) auditChange(ctx context.Context, action string, fields ...zap.Field) {
 	act := actorFrom(ctx)
-	who := act.ID
-	if who == "" {
-		who = act.ClientIP
-	}
-	if who == "" {
-		who = "unknown"
-	}
+	who := actorName(act)
 	all := make([]zap.Field, 0, len(fields)+3)
 	all = append(all, zap.String("by", who), zap.String("action", action))
 	all = append(all, fields...)

@@ -6,6 +6,13 @@
 # through. The claim it checks: memory is bounded by the cache, not by the
 # number of users, and latency for active users does not change with it.
 #
+# It then times the management API's team list against the same store
+# (api_users_admin on the next port): the first page of 100 users of the
+# product every user belongs to, in each sort order and with a search and a
+# state filter, and pages deep into the list by cursor, and reads the
+# process's resident memory before and after, which must not grow with the
+# team's size.
+#
 # With many users it then sweeps: requests from SWEEP distinct users in
 # turn, more than the cache holds (max_users, 100000 by default), so the
 # cache fills and then evicts. The resident memory sampled during the sweep
@@ -122,8 +129,40 @@ wrk_run() {
 
 rss_mb() { awk -v k="$2:" '$1 == k { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 
+# ms_of URL: the milliseconds curl takes for one GET of the management API.
+ms_of() { curl -s -o "$work/page.json" -w '%{time_total}' "http://127.0.0.1:$(( port + 1 ))$1" | awk '{ printf "%.2f", $1 * 1000 }'; }
+
+# median_ms QUERY: the median and the highest of 20 GETs of a first page.
+median_ms() {
+	local i xs=()
+	for i in $(seq 20); do xs+=("$(ms_of "$1")"); done
+	printf '%s\n' "${xs[@]}" | sort -n | awk '{ a[NR] = $1 } END { printf "%s/%s", a[int((NR + 1) / 2)], a[NR] }'
+}
+
+# team_list STORE USERS: times the team list of product 1337 (every
+# generated user's), and the resident memory around it.
+team_list() {
+	local base="/v1/products/1337/team" rss0 row q cursor deep_ms=() i
+	rss0=$(rss_mb "$caddy_pid" VmRSS)
+	row="$1 $2 users: first page of 100 (median/max ms of 20):"
+	for q in "" "sort=name" "sort=-created" "sort=-last_used" "state=active" "q=gen-00009"; do
+		row="$row ${q:-username}=$(median_ms "$base?limit=100&$q")"
+	done
+	# Fifty pages deep, each found from the previous one's cursor.
+	cursor=""
+	for i in $(seq 50); do
+		deep_ms+=("$(ms_of "$base?limit=100${cursor:+&cursor=$cursor}")")
+		cursor=$(sed -n 's/^  "next": "\(.*\)"$/\1/p' "$work/page.json")
+	done
+	row="$row; pages 1-50 by cursor: $(printf '%s\n' "${deep_ms[@]}" | sort -n | awk '{ a[NR] = $1 } END { printf "median %s max %s ms", a[int((NR + 1) / 2)], a[NR] }')"
+	row="$row; RSS $rss0 -> $(rss_mb "$caddy_pid" VmRSS) MiB"
+	echo "   $row" >&2
+	lists+=("$row")
+}
+
 results=()
 sweeps=()
+lists=()
 for st in $stores; do
 	[ "$st" != postgres ] || start_postgres
 	for n in "${sizes[@]}"; do
@@ -184,6 +223,10 @@ http://127.0.0.1:$port {
 	api_users
 	respond "ok"
 }
+http://127.0.0.1:$(( port + 1 )) {
+	bind 127.0.0.1
+	api_users_admin
+}
 CF
 		t0=$(date +%s%N)
 		"$work/caddy" run --config "$work/Caddyfile" >"$work/caddy.out" 2>&1 &
@@ -199,6 +242,8 @@ CF
 		read -r rps p50 p99 < <(wrk_run "$work/active.lua" "$secs")
 		rss_load=$(rss_mb "$caddy_pid" VmRSS)
 		hwm=$(rss_mb "$caddy_pid" VmHWM)
+
+		team_list "$st" "$n"
 
 		sweep_row="-"
 		if [ "$sweep" -gt 0 ] && [ "$n" -ge "$sweep" ]; then
@@ -231,6 +276,9 @@ echo
 printf '%-9s %9s %10s %9s %9s %10s %9s %9s %8s %8s\n' store users gen_u/s start_ms rss_idle rss_load rss_peak req/s p50_ms p99_ms
 printf '%s\n' "${results[@]}"
 echo "(rss in MiB of the caddy process; working set: $active users; wrk -t$threads -c$conns -d${secs}s; cache max_users $max_users; $(nproc) CPUs)"
+echo
+echo "team list (GET /v1/products/1337/team of the management API, on the same node):"
+printf '  %s\n' "${lists[@]}"
 if [ ${#sweeps[@]} -gt 0 ]; then
 	echo
 	echo "sweep (wrk -t$threads -c$conns -d${sweep_secs}s, one request per user, cache max_users $max_users):"

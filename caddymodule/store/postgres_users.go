@@ -254,6 +254,9 @@ func (s *Postgres) CreateUser(ctx context.Context, u *policy.APIUser) error {
 		if err := pgWriteKeys(ctx, tx, c.ID, c.Keys); err != nil {
 			return err
 		}
+		if err := s.appendHistory(ctx, tx, c.ID, nil, &c); err != nil {
+			return err
+		}
 		return s.appendChange(ctx, tx, ChangeUser, c.ID)
 	})
 	if err != nil {
@@ -308,11 +311,8 @@ func (s *Postgres) UserIDByTokenHash(ctx context.Context, h policy.Hash) (string
 
 // ListUsers implements Store.
 func (s *Postgres) ListUsers(ctx context.Context, f UserFilter) ([]*policy.APIUser, error) {
-	if f.Limit < 0 {
-		return nil, fmt.Errorf("listing API users: negative limit %d", f.Limit)
-	}
-	if f.ProductSet && f.Product < 0 {
-		return nil, fmt.Errorf("listing API users: negative product ID %d", f.Product)
+	if err := f.check(); err != nil {
+		return nil, err
 	}
 	var conds []string
 	var args []any
@@ -326,14 +326,52 @@ func (s *Postgres) ListUsers(ctx context.Context, f UserFilter) ([]*policy.APIUs
 	if f.ProductSet {
 		conds = append(conds, "u.product = "+bind(f.Product))
 	}
+	if f.Query != "" {
+		q := bind(f.Query)
+		conds = append(conds, "(strpos(lower(u.id), lower("+q+")) > 0 OR strpos(lower(u.friendly_name), lower("+q+")) > 0)")
+	}
+	if f.State != "" {
+		now := f.Now
+		if now.IsZero() {
+			now = s.now()
+		}
+		conds = append(conds, pgStateCond(f.State, func() string { return bind(now) }))
+	}
+	// The sort key, as the indexes of migration 0003 have it.
+	key := ""
+	var after any
+	switch f.Sort {
+	case SortName:
+		key, after = `(u.friendly_name COLLATE "C")`, f.AfterName
+	case SortCreated:
+		key, after = "u.created_at", pgTime(f.AfterTime)
+	case SortLastUsed:
+		key, after = "coalesce(u.last_used_at, '-infinity')", pgtype.Timestamptz{Valid: true, InfinityModifier: pgtype.NegativeInfinity}
+		if !f.AfterTime.IsZero() {
+			after = pgTimestamptz(f.AfterTime)
+		}
+	}
+	op, dir := ">", ""
+	if f.Desc {
+		op, dir = "<", " DESC"
+	}
 	if f.After != "" {
-		conds = append(conds, "u.id > "+bind(f.After))
+		if key == "" {
+			conds = append(conds, "u.id "+op+" "+bind(f.After))
+		} else {
+			a := bind(after)
+			conds = append(conds, "("+key+" "+op+" "+a+" OR ("+key+" = "+a+" AND u.id "+op+" "+bind(f.After)+"))")
+		}
 	}
 	q := pgSelectUsers
 	if len(conds) > 0 {
 		q += " WHERE " + strings.Join(conds, " AND ")
 	}
-	q += " ORDER BY u.id"
+	q += " ORDER BY "
+	if key != "" {
+		q += key + dir + ", "
+	}
+	q += "u.id" + dir
 	if f.Limit > 0 {
 		q += " LIMIT " + bind(f.Limit)
 	}
@@ -377,6 +415,7 @@ func (s *Postgres) UpdateUser(ctx context.Context, id string, fn func(u *policy.
 			return err
 		}
 		read := u.Version
+		before := cloneUser(u)
 		if err := fn(u); err != nil {
 			return err
 		}
@@ -412,8 +451,10 @@ func (s *Postgres) UpdateUser(ctx context.Context, id string, fn func(u *policy.
 		if err := s.appendChange(ctx, tx, ChangeUser, id); err != nil {
 			return err
 		}
-		stored, err = pgGetUser(ctx, tx, id, false)
-		return err
+		if stored, err = pgGetUser(ctx, tx, id, false); err != nil {
+			return err
+		}
+		return s.appendHistory(ctx, tx, id, before, stored)
 	})
 	if err != nil {
 		return nil, err
@@ -429,14 +470,18 @@ func (s *Postgres) DeleteUser(ctx context.Context, id string) error {
 // DeleteUserIf implements Store.
 func (s *Postgres) DeleteUserIf(ctx context.Context, id string, check func(u *policy.APIUser) error) error {
 	return s.write(ctx, func(tx pgx.Tx) error {
-		if check != nil {
+		var deleted *policy.APIUser
+		if check != nil || hasHistoryNote(ctx) {
 			u, err := pgGetUser(ctx, tx, id, true)
 			if err != nil {
 				return err
 			}
-			if err := check(u); err != nil {
-				return err
+			if check != nil {
+				if err := check(cloneUser(u)); err != nil {
+					return err
+				}
 			}
+			deleted = u
 		}
 		tag, err := tx.Exec(ctx, `DELETE FROM users WHERE id = $1`, id)
 		if err != nil {
@@ -444,6 +489,11 @@ func (s *Postgres) DeleteUserIf(ctx context.Context, id string, check func(u *po
 		}
 		if tag.RowsAffected() == 0 {
 			return fmt.Errorf("API user %q: %w", id, ErrNotFound)
+		}
+		if deleted != nil {
+			if err := s.appendHistory(ctx, tx, id, deleted, nil); err != nil {
+				return err
+			}
 		}
 		return s.appendChange(ctx, tx, ChangeUser, id)
 	})
@@ -475,4 +525,81 @@ func (s *Postgres) TouchUsers(ctx context.Context, lastUsed map[string]time.Time
 		}
 		return nil
 	})
+}
+
+// pgStateCond is the condition that a user is in state at now (a bound
+// timestamptz, bound when needed), policy.Principal.Active's rule in SQL: retired first, then
+// expired, then idle since its last use or, never used, its creation.
+func pgStateCond(state UserState, bindNow func() string) string {
+	retired := "u.retired"
+	if state == StateRetired {
+		return retired
+	}
+	now := bindNow()
+	expired := "(u.expires_at IS NOT NULL AND u.expires_at <= " + now + ")"
+	idle := "(u.idle_timeout_ns > 0 AND greatest(coalesce(u.last_used_at, 'epoch'), coalesce(u.created_at, 'epoch')) + (u.idle_timeout_ns / 1000) * interval '1 microsecond' <= " + now + ")"
+	switch state {
+	case StateExpired:
+		return "(NOT " + retired + " AND " + expired + ")"
+	case StateIdleExpired:
+		return "(NOT " + retired + " AND NOT " + expired + " AND " + idle + ")"
+	}
+	return "(NOT " + retired + " AND NOT " + expired + " AND NOT " + idle + ")"
+}
+
+// ListHistory implements Store.
+func (s *Postgres) ListHistory(ctx context.Context, id string, before int64, limit int) ([]HistoryEntry, error) {
+	if limit < 0 {
+		return nil, fmt.Errorf("listing the history of API user %q: negative limit %d", id, limit)
+	}
+	q := `SELECT seq, user_id, at, actor, action, detail, before, after FROM user_history WHERE user_id = $1`
+	args := []any{id}
+	if before > 0 {
+		args = append(args, before)
+		q += ` AND seq < $2`
+	}
+	q += ` ORDER BY seq DESC`
+	if limit > 0 {
+		args = append(args, limit)
+		q += fmt.Sprintf(` LIMIT $%d`, len(args))
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing the history of API user %q: %w", id, err)
+	}
+	defer rows.Close()
+	var out []HistoryEntry
+	for rows.Next() {
+		var e HistoryEntry
+		var at pgtype.Timestamptz
+		if err := rows.Scan(&e.Seq, &e.UserID, &at, &e.Actor, &e.Action, &e.Detail, &e.Before, &e.After); err != nil {
+			return nil, fmt.Errorf("listing the history of API user %q: %w", id, err)
+		}
+		e.At = pgDecodeTime(at)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing the history of API user %q: %w", id, err)
+	}
+	return out, nil
+}
+
+// appendHistory adds the entry of a change, if ctx notes one, in the
+// change's transaction.
+func (s *Postgres) appendHistory(ctx context.Context, tx pgx.Tx, id string, before, after *policy.APIUser) error {
+	e, err := historyEntry(ctx, id, s.now(), before, after)
+	if e == nil || err != nil {
+		return err
+	}
+	nullable := func(b []byte) any {
+		if b == nil {
+			return nil
+		}
+		return string(b)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO user_history (user_id, at, actor, action, detail, before, after) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb)`,
+		id, e.At, e.Actor, e.Action, e.Detail, nullable(e.Before), nullable(e.After)); err != nil {
+		return fmt.Errorf("recording the history of API user %q: %w", id, err)
+	}
+	return nil
 }

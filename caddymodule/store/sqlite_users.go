@@ -273,6 +273,9 @@ func (s *SQLite) CreateUser(ctx context.Context, u *policy.APIUser) error {
 		if err := writeKeys(ctx, tx, c.ID, c.Keys); err != nil {
 			return err
 		}
+		if err := s.appendHistory(ctx, tx, c.ID, nil, &c); err != nil {
+			return err
+		}
 		return s.appendChange(ctx, tx, ChangeUser, c.ID)
 	})
 	if err != nil {
@@ -312,31 +315,65 @@ func (s *SQLite) UserIDByTokenHash(ctx context.Context, h policy.Hash) (string, 
 
 // ListUsers implements Store.
 func (s *SQLite) ListUsers(ctx context.Context, f UserFilter) ([]*policy.APIUser, error) {
-	if f.Limit < 0 {
-		return nil, fmt.Errorf("listing API users: negative limit %d", f.Limit)
-	}
-	if f.ProductSet && f.Product < 0 {
-		return nil, fmt.Errorf("listing API users: negative product ID %d", f.Product)
+	if err := f.check(); err != nil {
+		return nil, err
 	}
 	var conds []string
 	var args []any
+	bind := func(v any) string {
+		args = append(args, v)
+		return "?"
+	}
 	if f.Org != "" {
-		conds = append(conds, "org = ?")
-		args = append(args, f.Org)
+		conds = append(conds, "org = "+bind(f.Org))
 	}
 	if f.ProductSet {
-		conds = append(conds, "product = ?")
-		args = append(args, f.Product)
+		conds = append(conds, "product = "+bind(f.Product))
+	}
+	if f.Query != "" {
+		conds = append(conds, "(instr(lower(id), lower("+bind(f.Query)+")) > 0 OR instr(lower(friendly_name), lower("+bind(f.Query)+")) > 0)")
+	}
+	if f.State != "" {
+		now := f.Now
+		if now.IsZero() {
+			now = s.now()
+		}
+		conds = append(conds, sqliteStateCond(f.State, now.UnixNano(), bind))
+	}
+	// The sort key, as the indexes of migration 0003 have it.
+	key := ""
+	var after any
+	switch f.Sort {
+	case SortName:
+		key, after = "friendly_name", f.AfterName
+	case SortCreated:
+		key, after = "created_at", f.AfterTime.UnixNano()
+	case SortLastUsed:
+		key, after = "coalesce(last_used_at, 0)", int64(0)
+		if !f.AfterTime.IsZero() {
+			after = f.AfterTime.UnixNano()
+		}
+	}
+	op, dir := ">", ""
+	if f.Desc {
+		op, dir = "<", " DESC"
 	}
 	if f.After != "" {
-		conds = append(conds, "id > ?")
-		args = append(args, f.After)
+		if key == "" {
+			conds = append(conds, "id "+op+" "+bind(f.After))
+		} else {
+			conds = append(conds, "("+key+" "+op+" "+bind(after)+" OR ("+key+" = "+bind(after)+" AND id "+op+" "+bind(f.After)+"))")
+		}
 	}
 	selection := "FROM users"
 	if len(conds) > 0 {
 		selection += " WHERE " + strings.Join(conds, " AND ")
 	}
-	selection += " ORDER BY id"
+	selection += " ORDER BY "
+	if key != "" {
+		selection += key + dir + ", "
+	}
+	selection += "id" + dir
 	if f.Limit > 0 {
 		selection += " LIMIT ?"
 		args = append(args, f.Limit)
@@ -397,6 +434,7 @@ func (s *SQLite) UpdateUser(ctx context.Context, id string, fn func(u *policy.AP
 			return err
 		}
 		read := u.Version
+		before := cloneUser(u)
 		if err := fn(u); err != nil {
 			return err
 		}
@@ -433,8 +471,10 @@ func (s *SQLite) UpdateUser(ctx context.Context, id string, fn func(u *policy.AP
 		if err := s.appendChange(ctx, tx, ChangeUser, id); err != nil {
 			return err
 		}
-		stored, err = getUser(ctx, tx, id)
-		return err
+		if stored, err = getUser(ctx, tx, id); err != nil {
+			return err
+		}
+		return s.appendHistory(ctx, tx, id, before, stored)
 	})
 	if err != nil {
 		return nil, err
@@ -450,15 +490,19 @@ func (s *SQLite) DeleteUser(ctx context.Context, id string) error {
 // DeleteUserIf implements Store.
 func (s *SQLite) DeleteUserIf(ctx context.Context, id string, check func(u *policy.APIUser) error) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
-		if check != nil {
+		var deleted *policy.APIUser
+		if check != nil || hasHistoryNote(ctx) {
 			// BEGIN IMMEDIATE keeps every other writer out until commit.
 			u, err := getUser(ctx, tx, id)
 			if err != nil {
 				return err
 			}
-			if err := check(u); err != nil {
-				return err
+			if check != nil {
+				if err := check(cloneUser(u)); err != nil {
+					return err
+				}
 			}
+			deleted = u
 		}
 		// Keys go by ON DELETE CASCADE too; deleting them here keeps that
 		// true even on a connection where foreign keys were left off.
@@ -473,6 +517,11 @@ func (s *SQLite) DeleteUserIf(ctx context.Context, id string, check func(u *poli
 			return fmt.Errorf("deleting API user %q: %w", id, err)
 		} else if n == 0 {
 			return fmt.Errorf("API user %q: %w", id, ErrNotFound)
+		}
+		if deleted != nil {
+			if err := s.appendHistory(ctx, tx, id, deleted, nil); err != nil {
+				return err
+			}
 		}
 		return s.appendChange(ctx, tx, ChangeUser, id)
 	})
@@ -508,4 +557,86 @@ func (s *SQLite) TouchUsers(ctx context.Context, lastUsed map[string]time.Time) 
 		}
 		return nil
 	})
+}
+
+// sqliteStateCond is the condition that a user is in state at now (Unix
+// nanoseconds), policy.Principal.Active's rule in SQL: retired first, then
+// expired, then idle since its last use or, never used, its creation.
+func sqliteStateCond(state UserState, now int64, bind func(any) string) string {
+	retired := "retired = 1"
+	expired := "(expires_at IS NOT NULL AND expires_at <= " + bind(now) + ")"
+	idle := "(idle_timeout_ns > 0 AND max(coalesce(last_used_at, 0), coalesce(created_at, 0)) + idle_timeout_ns <= " + bind(now) + ")"
+	switch state {
+	case StateRetired:
+		return retired
+	case StateExpired:
+		return "(NOT " + retired + " AND " + expired + ")"
+	case StateIdleExpired:
+		return "(NOT " + retired + " AND NOT " + expired + " AND " + idle + ")"
+	}
+	return "(NOT " + retired + " AND NOT " + expired + " AND NOT " + idle + ")"
+}
+
+// ListHistory implements Store.
+func (s *SQLite) ListHistory(ctx context.Context, id string, before int64, limit int) ([]HistoryEntry, error) {
+	if limit < 0 {
+		return nil, fmt.Errorf("listing the history of API user %q: negative limit %d", id, limit)
+	}
+	q := `SELECT seq, user_id, at, actor, action, detail, before, after FROM user_history WHERE user_id = ?`
+	args := []any{id}
+	if before > 0 {
+		q += ` AND seq < ?`
+		args = append(args, before)
+	}
+	q += ` ORDER BY seq DESC`
+	if limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, limit)
+	}
+	rows, err := s.reader.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing the history of API user %q: %w", id, err)
+	}
+	defer rows.Close()
+	var out []HistoryEntry
+	for rows.Next() {
+		var e HistoryEntry
+		var at int64
+		var b, a sql.NullString
+		if err := rows.Scan(&e.Seq, &e.UserID, &at, &e.Actor, &e.Action, &e.Detail, &b, &a); err != nil {
+			return nil, fmt.Errorf("listing the history of API user %q: %w", id, err)
+		}
+		e.At = time.Unix(0, at).UTC()
+		if b.Valid {
+			e.Before = []byte(b.String)
+		}
+		if a.Valid {
+			e.After = []byte(a.String)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing the history of API user %q: %w", id, err)
+	}
+	return out, nil
+}
+
+// appendHistory adds the entry of a change, if ctx notes one, in the
+// change's transaction.
+func (s *SQLite) appendHistory(ctx context.Context, tx *sql.Tx, id string, before, after *policy.APIUser) error {
+	e, err := historyEntry(ctx, id, s.now(), before, after)
+	if e == nil || err != nil {
+		return err
+	}
+	nullable := func(b []byte) any {
+		if b == nil {
+			return nil
+		}
+		return string(b)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO user_history (user_id, at, actor, action, detail, before, after) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		id, e.At.UnixNano(), e.Actor, e.Action, e.Detail, nullable(e.Before), nullable(e.After)); err != nil {
+		return fmt.Errorf("recording the history of API user %q: %w", id, err)
+	}
+	return nil
 }

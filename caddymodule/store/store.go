@@ -12,6 +12,8 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/apiusers/caddy-api-users/policy"
@@ -43,8 +45,136 @@ type UserFilter struct {
 	Org        string // "" = any
 	Product    int64  // with ProductSet: 0 = org-level users only, >0 = that product's users
 	ProductSet bool
-	After      string // ID cursor: only IDs > After, ordered by ID
-	Limit      int    // 0 = no limit
+	Limit      int // 0 = no limit
+
+	// Query, when set, keeps the users whose ID or friendly name contains
+	// it, ignoring the case of ASCII letters.
+	Query string
+
+	// State, when set, keeps the users in that state at Now (a zero Now is
+	// the store's clock). The state is judged on what the store holds: the
+	// last-used time it has may be up to last_used_interval behind.
+	State UserState
+	Now   time.Time
+
+	// Sort orders the users, by ID when zero; Desc reverses the order. Ties
+	// are broken by ID, in the same direction, so the order is total.
+	Sort UserSort
+	Desc bool
+
+	// After is the cursor: the ID of the last user of the previous page,
+	// and, unless Sort is by ID, that user's sort key in AfterName (SortName)
+	// or AfterTime (SortCreated, SortLastUsed; zero: never used). Only the
+	// users after it in the order are listed, so users inserted between two
+	// pages never make another user be skipped or listed twice.
+	After     string
+	AfterName string
+	AfterTime time.Time
+}
+
+// UserState is what UserFilter.State selects: whether the user may
+// authenticate, and if not, why (policy.Principal.Active's rule).
+type UserState string
+
+// The states of an API user.
+const (
+	StateActive      UserState = "active"
+	StateRetired     UserState = "retired"
+	StateExpired     UserState = "expired"      // not retired, past its expiry
+	StateIdleExpired UserState = "idle_expired" // neither of the above, idle longer than its idle timeout
+)
+
+// UserSort is the key UserFilter.Sort orders by.
+type UserSort string
+
+// The orders of ListUsers.
+const (
+	SortID       UserSort = ""          // by ID (the username)
+	SortName     UserSort = "name"      // by friendly name, byte-wise
+	SortCreated  UserSort = "created"   // by creation time
+	SortLastUsed UserSort = "last_used" // by last-used time, never-used first
+)
+
+// check refuses a filter no store can apply.
+func (f *UserFilter) check() error {
+	switch {
+	case f.Limit < 0:
+		return fmt.Errorf("listing API users: negative limit %d", f.Limit)
+	case f.ProductSet && f.Product < 0:
+		return fmt.Errorf("listing API users: negative product ID %d", f.Product)
+	}
+	switch f.State {
+	case "", StateActive, StateRetired, StateExpired, StateIdleExpired:
+	default:
+		return fmt.Errorf("listing API users: unknown state %q", f.State)
+	}
+	switch f.Sort {
+	case SortID, SortName, SortCreated, SortLastUsed:
+	default:
+		return fmt.Errorf("listing API users: unknown sort %q", f.Sort)
+	}
+	return nil
+}
+
+// HistoryEntry is one management change to an API user, as its history
+// keeps it. Before and After are JSON views of the user, without any
+// secret or token value; Before is nil for a creation, After for a
+// deletion.
+type HistoryEntry struct {
+	Seq    int64
+	UserID string
+	At     time.Time
+	Actor  string
+	Action string
+	Detail string
+	Before []byte
+	After  []byte
+}
+
+// HistoryNote says who makes a change to an API user and what it is, so
+// the store can add it to the user's history in the change's own
+// transaction: an acknowledged change always has its entry, and a failed
+// one never does. View renders a user for the entry; it must leave out
+// every secret and token value.
+type HistoryNote struct {
+	Actor  string
+	Action string
+	Detail string
+	View   func(u *policy.APIUser) ([]byte, error)
+}
+
+type historyNoteKey struct{}
+
+// WithHistory returns a context whose user changes (CreateUser,
+// UpdateUser, DeleteUserIf) are recorded in the user's history with n.
+// Changes made without one are not recorded.
+func WithHistory(ctx context.Context, n HistoryNote) context.Context {
+	return context.WithValue(ctx, historyNoteKey{}, n)
+}
+
+// historyEntry builds the entry of a change to the user id, or returns
+// nil when ctx carries no note.
+func historyEntry(ctx context.Context, id string, at time.Time, before, after *policy.APIUser) (*HistoryEntry, error) {
+	n, ok := ctx.Value(historyNoteKey{}).(HistoryNote)
+	if !ok || n.View == nil {
+		return nil, nil
+	}
+	e := &HistoryEntry{UserID: id, At: at, Actor: n.Actor, Action: n.Action, Detail: n.Detail}
+	var err error
+	if before != nil {
+		if e.Before, err = n.View(before); err != nil {
+			return nil, fmt.Errorf("recording the history of API user %q: %w", id, err)
+		}
+	}
+	if after != nil {
+		if e.After, err = n.View(after); err != nil {
+			return nil, fmt.Errorf("recording the history of API user %q: %w", id, err)
+		}
+	}
+	if e.Action == "" {
+		return nil, fmt.Errorf("recording the history of API user %q: the change has no action", id)
+	}
+	return e, nil
 }
 
 // ChangeKind names what a change record is about.
@@ -85,6 +215,11 @@ type Store interface {
 	UserIDByTokenHash(ctx context.Context, h policy.Hash) (string, error)   // ErrNotFound, also for the zero hash
 	ListUsers(ctx context.Context, f UserFilter) ([]*policy.APIUser, error) // ordered by ID, keys included
 	CountUsers(ctx context.Context) (int64, error)
+
+	// ListHistory returns the history of the user id, newest first: the
+	// entries with Seq < before (0: from the newest), at most limit (0 = no
+	// limit). The history outlives the user.
+	ListHistory(ctx context.Context, id string, before int64, limit int) ([]HistoryEntry, error)
 
 	// UpdateUser reads the user and calls fn on a copy inside one write
 	// transaction; if fn returns an error nothing is written and that error
@@ -150,4 +285,26 @@ type ChangeListener interface {
 	// called once for several changes, and must not block. Both are called
 	// on the goroutine that called ListenChanges.
 	ListenChanges(ctx context.Context, ready, changed func()) error
+}
+
+func hasHistoryNote(ctx context.Context) bool {
+	_, ok := ctx.Value(historyNoteKey{}).(HistoryNote)
+	return ok
+}
+
+// cloneUser copies u deeply enough that changes to the copy never reach u.
+func cloneUser(u *policy.APIUser) *policy.APIUser {
+	c := *u
+	c.Scopes = slices.Clone(u.Scopes)
+	c.Roles = slices.Clone(u.Roles)
+	c.AllowedEndpoints = slices.Clone(u.AllowedEndpoints)
+	c.AllowedProxiedUsers = slices.Clone(u.AllowedProxiedUsers)
+	c.Keys = slices.Clone(u.Keys)
+	if u.ResourceConstraints != nil {
+		c.ResourceConstraints = make(map[string][]string, len(u.ResourceConstraints))
+		for k, v := range u.ResourceConstraints {
+			c.ResourceConstraints[k] = slices.Clone(v)
+		}
+	}
+	return &c
 }

@@ -5,7 +5,9 @@
 package storetest
 
 import (
+	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -40,6 +42,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DeleteUserIf", testDeleteUserIf},
 		{"TouchUsers", testTouchUsers},
 		{"ListUsers", testListUsers},
+		{"ListUsersFilterSortAndPage", testListUsersFilterSortAndPage},
+		{"History", testHistory},
 		{"Roles", testRoles},
 		{"OrgsAndProducts", testOrgsAndProducts},
 		{"InUse", testInUse},
@@ -1177,5 +1181,198 @@ func testCheck(t *testing.T, s store.Store) {
 	create(t, s, FullUser("checked"))
 	if err := s.Check(t.Context()); err != nil {
 		t.Errorf("Check: %v", err)
+	}
+}
+
+// testListUsersFilterSortAndPage checks the console's list: search, state
+// (the rule of policy.Principal.Active), every sort in both directions, and
+// that paging with the cursor of each order visits every user once.
+func testListUsersFilterSortAndPage(t *testing.T, s store.Store) {
+	Seed(t, s)
+	ctx := t.Context()
+	now := instant(10, 0)
+	mk := func(id, name string, createdDay int, mod func(u *policy.APIUser)) {
+		u := minimalUser(id, "acme", 1337)
+		u.FriendlyName = name
+		u.CreatedAt = instant(createdDay, 0)
+		if mod != nil {
+			mod(u)
+		}
+		create(t, s, u)
+	}
+	mk("u-active", "Inventory Sync", 3, func(u *policy.APIUser) { u.LastUsedAt = instant(9, 0) })
+	mk("u-retired", "billing", 1, func(u *policy.APIUser) { u.Retired = true; u.ExpiresAt = instant(2, 0) })
+	mk("u-expired", "Zeta", 2, func(u *policy.APIUser) { u.ExpiresAt = instant(10, 0) }) // expires exactly now
+	mk("u-idle", "alpha", 4, func(u *policy.APIUser) {
+		u.IdleTimeout = 24 * time.Hour
+		u.LastUsedAt = instant(8, 0) // idle for two days
+	})
+	mk("u-idle-new", "beta", 9, func(u *policy.APIUser) { u.IdleTimeout = 48 * time.Hour }) // never used, created a day ago
+	mk("u-future", "Sync later", 5, func(u *policy.APIUser) { u.ExpiresAt = instant(11, 0) })
+	create(t, s, minimalUser("other-team", "acme", 4242))
+
+	team := store.UserFilter{Org: "acme", ProductSet: true, Product: 1337, Now: now}
+	ids := func(f store.UserFilter) []string {
+		t.Helper()
+		us, err := s.ListUsers(ctx, f)
+		if err != nil {
+			t.Fatalf("ListUsers(%+v): %v", f, err)
+		}
+		var out []string
+		for _, u := range us {
+			out = append(out, u.ID)
+		}
+		return out
+	}
+	with := func(mod func(f *store.UserFilter)) store.UserFilter {
+		f := team
+		mod(&f)
+		return f
+	}
+	tests := []struct {
+		name   string
+		filter store.UserFilter
+		want   []string
+	}{
+		{"all", team, []string{"u-active", "u-expired", "u-future", "u-idle", "u-idle-new", "u-retired"}},
+		{"q in name, any case", with(func(f *store.UserFilter) { f.Query = "SYNC" }), []string{"u-active", "u-future"}},
+		{"q in id", with(func(f *store.UserFilter) { f.Query = "idle" }), []string{"u-idle", "u-idle-new"}},
+		{"q matches nothing", with(func(f *store.UserFilter) { f.Query = "%" }), nil},
+		{"active", with(func(f *store.UserFilter) { f.State = store.StateActive }), []string{"u-active", "u-future", "u-idle-new"}},
+		{"retired wins over expired", with(func(f *store.UserFilter) { f.State = store.StateRetired }), []string{"u-retired"}},
+		{"expired", with(func(f *store.UserFilter) { f.State = store.StateExpired }), []string{"u-expired"}},
+		{"idle", with(func(f *store.UserFilter) { f.State = store.StateIdleExpired }), []string{"u-idle"}},
+		{"active and q", with(func(f *store.UserFilter) { f.State = store.StateActive; f.Query = "sync" }), []string{"u-active", "u-future"}},
+		{"by name, byte-wise", with(func(f *store.UserFilter) { f.Sort = store.SortName }), []string{"u-active", "u-future", "u-expired", "u-idle", "u-idle-new", "u-retired"}},
+		{"by created", with(func(f *store.UserFilter) { f.Sort = store.SortCreated }), []string{"u-retired", "u-expired", "u-active", "u-idle", "u-future", "u-idle-new"}},
+		{"by created, newest first", with(func(f *store.UserFilter) { f.Sort = store.SortCreated; f.Desc = true }), []string{"u-idle-new", "u-future", "u-idle", "u-active", "u-expired", "u-retired"}},
+		{"by last used, never first", with(func(f *store.UserFilter) { f.Sort = store.SortLastUsed }), []string{"u-expired", "u-future", "u-idle-new", "u-retired", "u-idle", "u-active"}},
+		{"by id, descending", with(func(f *store.UserFilter) { f.Desc = true }), []string{"u-retired", "u-idle-new", "u-idle", "u-future", "u-expired", "u-active"}},
+	}
+	for _, tt := range tests {
+		if got := ids(tt.filter); !slices.Equal(got, tt.want) {
+			t.Errorf("%s: ListUsers = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+	if _, err := s.ListUsers(ctx, with(func(f *store.UserFilter) { f.State = "asleep" })); err == nil {
+		t.Error("ListUsers with an unknown state: no error")
+	}
+	if _, err := s.ListUsers(ctx, with(func(f *store.UserFilter) { f.Sort = "height" })); err == nil {
+		t.Error("ListUsers with an unknown sort: no error")
+	}
+
+	// Paging in every order, two at a time, with the cursor taken from the
+	// last user of each page, visits exactly what one unpaged list does.
+	for _, order := range []struct {
+		sort store.UserSort
+		desc bool
+	}{{store.SortID, false}, {store.SortName, false}, {store.SortCreated, true}, {store.SortLastUsed, false}, {store.SortLastUsed, true}} {
+		f := with(func(f *store.UserFilter) { f.Sort, f.Desc = order.sort, order.desc })
+		want := ids(f)
+		var seen []string
+		page := f
+		page.Limit = 2
+		for range 10 {
+			us, err := s.ListUsers(ctx, page)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(us) == 0 {
+				break
+			}
+			for _, u := range us {
+				seen = append(seen, u.ID)
+			}
+			last := us[len(us)-1]
+			page.After, page.AfterName = last.ID, last.FriendlyName
+			switch order.sort {
+			case store.SortCreated:
+				page.AfterTime = last.CreatedAt
+			case store.SortLastUsed:
+				page.AfterTime = last.LastUsedAt
+			}
+		}
+		if !slices.Equal(seen, want) {
+			t.Errorf("paging by %q (desc %v) saw %q, want %q", order.sort, order.desc, seen, want)
+		}
+	}
+}
+
+// testHistory checks that a change made with a history note is recorded in
+// its own transaction, newest first, with before and after, and that a
+// refused change and a change without a note record nothing.
+func testHistory(t *testing.T, s store.Store) {
+	Seed(t, s)
+	ctx := t.Context()
+	view := func(u *policy.APIUser) ([]byte, error) {
+		return []byte(fmt.Sprintf(`{"username": %q, "retired": %v}`, u.ID, u.Retired)), nil
+	}
+	note := func(action, detail string) context.Context {
+		return store.WithHistory(ctx, store.HistoryNote{Actor: "alice", Action: action, Detail: detail, View: view})
+	}
+	if err := s.CreateUser(note("create_user", ""), minimalUser("h1", "acme", 0)); err != nil {
+		t.Fatal(err)
+	}
+	create(t, s, minimalUser("h2", "acme", 0)) // no note: no history
+	if _, err := s.UpdateUser(note("update_user", "k1"), "h1", func(u *policy.APIUser) error { u.Retired = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	refused := errors.New("refused")
+	if _, err := s.UpdateUser(note("update_user", ""), "h1", func(u *policy.APIUser) error { return refused }); !errors.Is(err, refused) {
+		t.Fatalf("refused update: %v", err)
+	}
+	if err := s.DeleteUserIf(note("delete_user", ""), "h1", func(u *policy.APIUser) error { return refused }); !errors.Is(err, refused) {
+		t.Fatalf("refused delete: %v", err)
+	}
+	if err := s.DeleteUserIf(note("delete_user", ""), "h1", nil); err != nil {
+		t.Fatal(err)
+	}
+
+	h, err := s.ListHistory(ctx, "h1", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type entry struct {
+		action, detail, actor string
+		before, after         string // the "retired" value each side shows, "" when absent
+	}
+	retired := func(b []byte) string {
+		if b == nil {
+			return ""
+		}
+		var v struct{ Retired bool }
+		if err := json.Unmarshal(b, &v); err != nil {
+			t.Fatalf("history view %q is not JSON: %v", b, err)
+		}
+		return strconv.FormatBool(v.Retired)
+	}
+	var got []entry
+	for _, e := range h {
+		got = append(got, entry{e.Action, e.Detail, e.Actor, retired(e.Before), retired(e.After)})
+		if e.UserID != "h1" || e.At.IsZero() || e.At.Location() != time.UTC {
+			t.Errorf("entry %+v: want user h1 and a UTC time", e)
+		}
+	}
+	want := []entry{
+		{"delete_user", "", "alice", "true", ""},
+		{"update_user", "k1", "alice", "false", "true"},
+		{"create_user", "", "alice", "", "false"},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("history = %+v, want %+v", got, want)
+	}
+	for i := 1; i < len(h); i++ {
+		if h[i].Seq >= h[i-1].Seq {
+			t.Errorf("history not newest first: seq %d after %d", h[i].Seq, h[i-1].Seq)
+		}
+	}
+	if len(h) == 3 {
+		older, err := s.ListHistory(ctx, "h1", h[0].Seq, 1)
+		if err != nil || len(older) != 1 || older[0].Seq != h[1].Seq {
+			t.Errorf("ListHistory(before %d, limit 1) = %+v, %v; want the update", h[0].Seq, older, err)
+		}
+	}
+	if h2, err := s.ListHistory(ctx, "h2", 0, 0); err != nil || h2 != nil {
+		t.Errorf("history of a user changed without a note = %+v, %v; want nil", h2, err)
 	}
 }
