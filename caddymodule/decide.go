@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"context"
-	"net/http"
 	"net/url"
 	"strings"
 
@@ -57,7 +56,7 @@ func stepOf(r policy.Reason) int {
 	switch r {
 	case policy.Allowed:
 		return 6
-	case policy.AmbiguousPath, policy.MethodOverride, policy.UpgradeRefused:
+	case policy.MisplacedCredentials, policy.AmbiguousPath, policy.MethodOverride, policy.UpgradeRefused:
 		return 1
 	case policy.NoEndpoint:
 		return 3
@@ -92,19 +91,14 @@ func (a *App) Explain(ctx context.Context, t Tenant, id string, spec DecideSpec)
 		req.HasProxiedUser, req.ProxiedUser = true, *spec.ProxiedUser
 	}
 	var d policy.Decision
-	switch {
-	case policy.CheckPath(rawPath) != policy.Allowed:
-		d.Reason = policy.CheckPath(rawPath)
-	case reescaped(rawPath):
-		d.Reason = policy.AmbiguousPath
-	case policy.QueryOverridesMethod(rawQuery):
-		d.Reason = policy.MethodOverride
-	case spec.Method == http.MethodConnect:
-		d.Reason = policy.UpgradeRefused
-	default:
+	// Step 1 as the gateway runs it, for a request without headers.
+	switch reason := unambiguous(spec.Method, rawPath, rawQuery, reescaped(rawPath), &requestHeaders{}, false); reason {
+	case policy.Allowed:
 		// withLastSeen has put this process's latest sighting in
 		// LastUsedAt, as the gateway's cache would give it.
 		d = policy.Decide(&req, p, v.catalog, v.tenancy, a.now(), u.LastUsedAt)
+	default:
+		d.Reason = reason
 	}
 	dv := DecisionView{
 		Allowed:     d.Reason == policy.Allowed,

@@ -45,6 +45,8 @@ func TestDecideAgreesWithGateway(t *testing.T) {
 		{"plain", "GET", "/v1/products/1337/devices/a%2Fb", "", "ambiguous_path"},
 		{"plain", "GET", "/v1/products/1337//devices", "", "ambiguous_path"},
 		{"plain", "GET", "/v1/products/1337/devices?_method=DELETE", "", "method_override"},
+		{"plain", "GET", "/v1/products/1337/devices/0a1b2c%3F/x", "", "ambiguous_path"},
+		{"plain", "GET", "/v1/products/1337/devices?access_token=apiu_at_000000000000000000000000000000000000000000000000", "", "misplaced_credentials"},
 		{"plain", "GET", "/v1/products/1337/devices", "alice", "allowed"},
 		{"plain", "GET", "/v1/products/1337/devices", "bob", "proxied_user_not_allowed"},
 		{"plain", "GET", "/v1/products/1337/devices", "not valid!", "invalid_proxied_user"},

@@ -195,26 +195,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	path := r.URL.EscapedPath()
 	rec.path = path
 	hdr := g.headers.scan(r.Header)
-	if hdr.credential || policy.CarriesCredential(path) || policy.CarriesCredential(r.URL.RawQuery) {
+	// The client sent bytes that net/http re-escaped (a raw "{", "|",
+	// "#", a non-ASCII byte...) when RawPath differs: the upstream would
+	// receive another path than the client wrote.
+	reescaped := r.URL.RawPath != "" && r.URL.RawPath != path
+	switch reason := unambiguous(r.Method, path, r.URL.RawQuery, reescaped, &hdr, requestsUpgrade(r)); reason {
+	case policy.Allowed:
+	case policy.MisplacedCredentials:
 		return g.refuseMisplaced(w, r, &rec)
-	}
-	if reason := policy.CheckPath(path); reason != policy.Allowed {
+	default:
 		return g.refuse(w, r, &rec, reason, 0)
-	}
-	if r.URL.RawPath != "" && r.URL.RawPath != path {
-		// The client sent bytes that net/http re-escaped (a raw "{", "|",
-		// "#", a non-ASCII byte...): the upstream would receive another
-		// path than the client wrote, which is what step 1 refuses.
-		return g.refuse(w, r, &rec, policy.AmbiguousPath, 0)
-	}
-	if hdr.pathOverride {
-		return g.refuse(w, r, &rec, policy.AmbiguousPath, 0)
-	}
-	if hdr.methodOverride || policy.QueryOverridesMethod(r.URL.RawQuery) {
-		return g.refuse(w, r, &rec, policy.MethodOverride, 0)
-	}
-	if requestsUpgrade(r) {
-		return g.refuse(w, r, &rec, policy.UpgradeRefused, 0)
 	}
 	if r.Trailer != nil {
 		if reason := g.headers.declaredOverride(r.Trailer); reason != policy.Allowed {
@@ -300,6 +290,30 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	rec.status = http.StatusOK
 	g.decided(&rec, policy.Allowed)
 	return next.ServeHTTP(w, r)
+}
+
+// unambiguous is step 1, pure: it refuses a request that carries an
+// API-user credential outside Authorization, or that a backend could read
+// as another request than the gateway decides (see policy.CheckPath and
+// policy.QueryOverridesMethod), in this order: misplaced credentials,
+// ambiguous path (reescaped: net/http re-escaped the path the client
+// wrote; a path-override header), method override (a header or _method
+// in the query), protocol upgrade or CONNECT. hdr is what the header scan
+// found, upgrade whether the headers ask for an upgrade. The gateway and
+// the management API's decide route both run it, so they cannot disagree;
+// declared trailers are checked by the gateway after it.
+func unambiguous(method, path, rawQuery string, reescaped bool, hdr *requestHeaders, upgrade bool) policy.Reason {
+	switch {
+	case hdr.credential || policy.CarriesCredential(path) || policy.CarriesCredential(rawQuery):
+		return policy.MisplacedCredentials
+	case policy.CheckPath(path) != policy.Allowed, reescaped, hdr.pathOverride:
+		return policy.AmbiguousPath
+	case hdr.methodOverride || policy.QueryOverridesMethod(rawQuery):
+		return policy.MethodOverride
+	case upgrade || method == http.MethodConnect:
+		return policy.UpgradeRefused
+	}
+	return policy.Allowed
 }
 
 // authenticate is step 2: it finds the user behind the request's
