@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -64,8 +65,8 @@ type auditRecord struct {
 // The record is built from zap fields in a pooled array, with no map or
 // formatting, and nothing at all is built when the logger is disabled.
 // (zap's cores encode the fields during Write and keep no reference.)
-func (a *App) writeAudit(rec *auditRecord, reason policy.Reason) {
-	ce := a.audit.Check(zapcore.InfoLevel, "gateway decision")
+func (a *App) writeAudit(log *zap.Logger, rec *auditRecord, reason policy.Reason) {
+	ce := log.Check(zapcore.InfoLevel, "gateway decision")
 	if ce == nil {
 		return
 	}
@@ -116,3 +117,16 @@ const auditFieldCount = 14
 // auditFieldPool recycles the field arrays of gateway records: passed to
 // ce.Write, a fresh array would escape to the heap, a kilobyte per request.
 var auditFieldPool = sync.Pool{New: func() any { return new([auditFieldCount]zap.Field) }}
+
+// checkAuditLogName validates a handler's audit_log name.
+func checkAuditLogName(name string) error {
+	ok := name != "" && len(name) <= 64
+	for i := 0; ok && i < len(name); i++ {
+		c := name[i]
+		ok = 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_'
+	}
+	if !ok {
+		return fmt.Errorf("audit_log %q: give a name of up to 64 lowercase letters, digits and '_', such as partners", name)
+	}
+	return nil
+}

@@ -260,6 +260,7 @@ func (a *App) tenancyConfig() ([]policy.Org, []policy.Product) {
 //		lockout <failures> <window> | off
 //		rate_limit <requests> <window>
 //		pass_through
+//		audit_log <name>
 //	}
 func parseGatewayDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	var g Gateway
@@ -289,6 +290,13 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("pass_through takes no arguments: write it alone to pass requests without an API-user credential to the upstream")
 			}
 			g.PassThrough = true
+		case "audit_log":
+			if !d.AllArgs(&g.AuditLog) {
+				return d.Errf("audit_log takes one name, such as: audit_log partners (records go to http.handlers.api_users.audit.partners)")
+			}
+			if err := checkAuditLogName(g.AuditLog); err != nil {
+				return d.Errf("%v", err)
+			}
 		case "lockout":
 			args := d.RemainingArgs()
 			if len(args) == 1 && args[0] == "off" {
@@ -325,7 +333,7 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("%v", err)
 			}
 		default:
-			return d.Errf("unknown api_users setting %q: use proxied_user_header, lockout, rate_limit or pass_through (users, endpoints and the store go in the api_users global option)", d.Val())
+			return d.Errf("unknown api_users setting %q: use proxied_user_header, lockout, rate_limit, pass_through or audit_log (users, endpoints and the store go in the api_users global option)", d.Val())
 		}
 	}
 	return nil

@@ -72,7 +72,16 @@ type Gateway struct {
 	// Default: no limit, except users' own.
 	RateLimit *RateLimitConfig `json:"rate_limit,omitempty"`
 
+	// AuditLog, when set, names this handler's audit records apart:
+	// they go to the logger http.handlers.api_users.audit.<AuditLog>
+	// instead of http.handlers.api_users.audit, so an operator can route
+	// one site's records to a file of their own. `log { include
+	// http.handlers.api_users.audit }` still takes them all. A name is
+	// lowercase letters, digits and '_'.
+	AuditLog string `json:"audit_log,omitempty"`
+
 	app     *App
+	audit   *zap.Logger // the audit logger of this handler's records
 	headers *headerRules
 	lockout *lockout
 	limiter *rateLimiter
@@ -128,6 +137,13 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("api_users: %w", err)
 	}
 	g.headers = newHeaderRules(g.ProxiedUserHeader)
+	g.audit = g.app.audit
+	if g.AuditLog != "" {
+		if err := checkAuditLogName(g.AuditLog); err != nil {
+			return fmt.Errorf("api_users: %w", err)
+		}
+		g.audit = g.app.audit.Named(g.AuditLog)
+	}
 	if g.LockoutThreshold == 0 {
 		g.LockoutThreshold = defaultLockoutThreshold
 	}
@@ -372,7 +388,7 @@ func (g *Gateway) decided(rec *auditRecord, reason policy.Reason) {
 		endpoint = rec.endpoint.Index()
 	}
 	g.app.metrics.decided(endpoint, outcome, time.Since(rec.start))
-	g.app.writeAudit(rec, reason)
+	g.app.writeAudit(g.audit, rec, reason)
 }
 
 // userPlaceholders are the placeholders the gateway sets for an allowed

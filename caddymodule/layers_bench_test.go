@@ -278,7 +278,7 @@ func BenchmarkLayer_Audit(b *testing.B) {
 		n := 0
 		b.ReportAllocs()
 		for b.Loop() {
-			app.writeAudit(rec, policy.Allowed)
+			app.writeAudit(app.audit, rec, policy.Allowed)
 			n++
 		}
 		if sink.n != n {
@@ -297,7 +297,7 @@ func BenchmarkLayer_Audit(b *testing.B) {
 		}
 		b.ReportAllocs()
 		for b.Loop() {
-			app.writeAudit(rec, policy.Allowed)
+			app.writeAudit(app.audit, rec, policy.Allowed)
 		}
 	})
 }
