@@ -81,7 +81,7 @@ type Gateway struct {
 	AuditLog string `json:"audit_log,omitempty"`
 
 	app     *App
-	audit   *zap.Logger // the audit logger of this handler's records
+	audit   *auditSink // the audit logger of this handler's records
 	headers *headerRules
 	lockout *lockout
 	limiter *rateLimiter
@@ -137,13 +137,14 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("api_users: %w", err)
 	}
 	g.headers = newHeaderRules(g.ProxiedUserHeader)
-	g.audit = g.app.audit
+	audit := g.app.audit
 	if g.AuditLog != "" {
 		if err := checkAuditLogName(g.AuditLog); err != nil {
 			return fmt.Errorf("api_users: %w", err)
 		}
-		g.audit = g.app.audit.Named(g.AuditLog)
+		audit = audit.Named(g.AuditLog)
 	}
+	g.audit = newAuditSink(audit)
 	if g.LockoutThreshold == 0 {
 		g.LockoutThreshold = defaultLockoutThreshold
 	}
@@ -344,13 +345,19 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	ai.setHeaders(r.Header, g.headers.proxiedCanon)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Map(ai.placeholder)
-	caddyhttp.SetVar(r.Context(), apiUserVarKey, ai)
+	if app.adminHandlers.Load() > 0 {
+		// Only the management handler reads it.
+		caddyhttp.SetVar(r.Context(), apiUserVarKey, ai)
+	}
 
 	// Caddy's access log names the user by {http.auth.user.id} (its
 	// user_id field); these add where the user belongs and for whom it
-	// acts, in one field so the access log's field list grows once.
-	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
-		extra.Add(zap.Inline(ai))
+	// acts, in one field so the access log's field list grows once. A
+	// server without access logs never reads them.
+	if accessLogged(r) {
+		if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+			extra.Add(zap.Inline(ai))
+		}
 	}
 
 	rec.status = http.StatusOK
@@ -499,6 +506,13 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, rec *auditRecor
 	g.decided(rec, reason)
 	writeError(w, reason)
 	return nil
+}
+
+// accessLogged reports whether the server handling r may write an access
+// log entry for it.
+func accessLogged(r *http.Request) bool {
+	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return !ok || srv.Logs != nil
 }
 
 // clientIP is the client address as Caddy determined it, honouring the

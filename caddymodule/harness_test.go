@@ -91,6 +91,7 @@ type testGateway struct {
 	app      *App
 	dbPath   string
 	client   *http.Client
+	config   []byte // the JSON config loaded, for a reload
 }
 
 type gatewayOptions struct {
@@ -171,6 +172,7 @@ http://127.0.0.1:%d {
 		app:      appIface.(*App),
 		dbPath:   dbPath,
 		client:   &http.Client{Timeout: 10 * time.Second},
+		config:   cfgJSON,
 	}
 	g.waitUp()
 	return g
