@@ -28,10 +28,10 @@ import (
 // graceful stop or a config reload loses nothing: the app's Stop and
 // Cleanup drain the queue, and a record that arrives after that (a request
 // still finishing during the HTTP server's graceful shutdown) is written
-// at once, on the request's goroutine. A full queue holds a request for at
-// most auditFullWait (10ms); a record that still finds no room is dropped, counted
-// in caddy_api_users_audit_dropped_total and reported in an error line of
-// the app's log, never silently.
+// at once, on the request's goroutine. A full queue holds a request for
+// at most auditFullWait (10ms); a record that still finds no room is
+// dropped, counted in caddy_api_users_audit_dropped_total and reported in
+// an error line of the app's log, never silently.
 //
 // In sync mode every request waits until its record has been written and
 // synced to disk (fsync, where the writer supports it) before it is
