@@ -27,6 +27,8 @@
 #                                   writer (or any log output, verbatim)
 #   AUDIT_MODE=sync                 the api_users audit in every-record-on-
 #                                   disk mode (audit { mode sync })
+#   MODE=concurrent                 load the four sites at once in each round
+#                                   (see below); steadier on a busy machine
 #   PROFILE=/tmp/lb                 in the first round, a CPU profile of the
 #       gateway process during each site's run (/tmp/lb-<site>.pprof), and
 #       its allocations (/tmp/lb-<site>.allocs, to read with
@@ -229,6 +231,54 @@ profiled() {
 for s in "${sites[@]}"; do run "$s" >/dev/null; done
 
 declare -A rps p50 p99 cpus ratio
+
+# MODE=concurrent: every round loads the four sites at the same time, a
+# quarter of the connections each, so whatever else runs on the machine
+# weighs on all four alike; a site's ratio is its requests per second over
+# plain reverse_proxy's in the same seconds. The gateway's CPU cannot be
+# split between the sites then, so none is printed.
+if [ "${MODE:-}" = concurrent ]; then
+	per=$((conns / 4 > 0 ? conns / 4 : 1))
+	printf '%-6s %-24s %9s %8s %8s %7s\n' round site req/s p50_ms p99_ms ratio
+	for r in $(seq "$rounds"); do
+		wrks=()
+		for s in "${sites[@]}"; do
+			args=()
+			[ -z "${auth[$s]}" ] || args=(-H "Authorization: ${auth[$s]}")
+			wrk -t1 -c"$per" -d"${secs}s" --latency "${args[@]}" "http://127.0.0.1:${port[$s]}$path" >"$work/wrk-$s.out" &
+			wrks+=($!)
+		done
+		wait "${wrks[@]}"
+		declare -A now=()
+		for s in "${sites[@]}"; do
+			read -r a b c < <(awk '
+				function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+				/^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) } /^Requests\/sec/ { rps = $2 }
+				/Non-2xx/ { print "non-2xx responses: " $NF > "/dev/stderr"; exit 1 }
+				END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }' "$work/wrk-$s.out")
+			now[$s]=$a
+			rps[$s]+="$a " p50[$s]+="$b " p99[$s]+="$c "
+		done
+		for s in "${sites[@]}"; do
+			q=$(awk -v a="${now[$s]}" -v p="${now[plain]}" 'BEGIN { printf "%.3f", a / p }')
+			[ "$s" = plain ] || ratio[$s]+="$q "
+			printf '%-6s %-24s %9s %8s %8s %7s\n' "$r" "${label[$s]}" "${now[$s]}" "$(echo ${p50[$s]} | awk '{print $NF}')" "$(echo ${p99[$s]} | awk '{print $NF}')" "$q"
+		done
+	done
+	median() { printf '%s\n' $@ | sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+	echo
+	echo "medians of $rounds concurrent rounds, ${secs}s, $per connections per site${AUDIT_MODE:+, audit mode $AUDIT_MODE}:"
+	printf '%-24s %9s %8s %8s %7s\n' site req/s p50_ms p99_ms ratio
+	for s in "${sites[@]}"; do
+		q=1
+		[ "$s" = plain ] || q=$(median ${ratio[$s]})
+		printf '%-24s %9s %8s %8s %7s\n' "${label[$s]}" "$(median ${rps[$s]})" "$(median ${p50[$s]})" "$(median ${p99[$s]})" "$q"
+	done
+	echo "target: api_users,audit=file ratio >= 0.95 and above basic_auth"
+	echo "audit records in the file: $(cat "$work"/audit.log* 2>/dev/null | wc -l)"
+	exit 0
+fi
+
 printf '%-6s %-24s %9s %8s %8s %8s %7s\n' round site req/s p50_ms p99_ms cpu_us ratio
 for r in $(seq "$rounds"); do
 	profile plain
