@@ -63,6 +63,10 @@ func TestMetricsMove(t *testing.T) {
 	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
 	id, iss := g.createUser(Tenant{Product: "1337"}, UserSpec{Scopes: strs("devices:list")})
 	basicID, basicIss := g.createUser(Tenant{Product: "1337"}, UserSpec{Scopes: strs("devices:list")})
+	// The follower drops the users' cache entries when it reads their
+	// creation from the change log; after that, nothing but the requests
+	// below moves the cache counters.
+	waitCaughtUp(t, g.app)
 
 	before := scrape(t, metricsURL)
 	devices := "/v1/products/1337/devices"
