@@ -29,10 +29,10 @@
 #                                   disk mode (audit { mode sync })
 #   MODE=concurrent                 load the four sites at once in each round
 #                                   (see below); steadier on a busy machine
-#   PROFILE=/tmp/lb                 in the first round, a CPU profile of the
-#       gateway process during each site's run (/tmp/lb-<site>.pprof), and
-#       its allocations (/tmp/lb-<site>.allocs, to read with
-#       -diff_base /tmp/lb-<site>.allocs0); /tmp/lb-<site>.requests holds
+#   PROFILE=lb                      in the first round, a CPU profile of the
+#       gateway process during each site's run (lb-<site>.pprof, relative
+#       to the repository's root), and its allocations (lb-<site>.allocs,
+#       to read with -diff_base lb-<site>.allocs0); lb-<site>.requests holds
 #       how many requests the profile window saw, to turn samples into
 #       time per request
 #
