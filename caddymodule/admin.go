@@ -137,6 +137,7 @@ func (h *Admin) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("api_users_admin: loading the api_users app: %w", err)
 	}
 	h.app = appIface.(*App)
+	h.app.adminHandlers.Add(1)
 	if h.Actor == "" {
 		h.Actor = defaultAdminActor
 	}
@@ -182,6 +183,7 @@ func (h *Admin) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 			zap.String("actor", ActorAPIUser), zap.String("api_user", id),
 			zap.String("reason", "api_user_forbidden"), zap.String("method", r.Method),
 			zap.String("path", r.URL.EscapedPath()), zap.String("client_ip", clientIP(r)))
+		h.app.auditWritten()
 		writeJSONError(w, http.StatusForbidden, "api_user_forbidden",
 			"API users cannot administer API users: call the management API with an operator's credentials, not an API user's")
 		return nil

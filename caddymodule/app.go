@@ -84,6 +84,11 @@ type App struct {
 	// Default: 168h (a week).
 	ChangeRetention caddy.Duration `json:"change_retention,omitempty"`
 
+	// Audit says how gateway decision records are written: in batches off
+	// the request path (the default), or each on disk before its
+	// response. See AuditConfig.
+	Audit AuditConfig `json:"audit,omitempty"`
+
 	store   store.Store
 	view    atomic.Pointer[view]
 	viewMu  sync.Mutex // serialises reloadView
@@ -94,6 +99,11 @@ type App struct {
 	logger  *zap.Logger
 	audit   *zap.Logger
 	metrics *metrics
+	auditQ  atomic.Pointer[auditQueue] // while the app runs
+
+	// adminHandlers counts the management handlers on this app: the
+	// gateway marks a request as an API user's for them alone.
+	adminHandlers atomic.Int32
 
 	now      func() time.Time
 	lastSeq  atomic.Int64
@@ -264,6 +274,9 @@ func (a *App) open(ctx context.Context) error {
 	}
 	if a.ChangeRetention == 0 {
 		a.ChangeRetention = caddy.Duration(defaultChangeRetention)
+	}
+	if err := a.Audit.check(); err != nil {
+		return fmt.Errorf("api_users: %w", err)
 	}
 	if a.Cache.MaxUsers == 0 {
 		a.Cache.MaxUsers = defaultMaxUsers
@@ -564,6 +577,9 @@ func (a *App) Start() error {
 	// From now on the follower keeps the cache fresh, and cached users
 	// are admitted only while it does (see checkFresh).
 	a.maxStale.Store(int64(a.MaxStale))
+	q := newAuditQueue(a.Audit, a.metrics.auditDropped, a.logger)
+	q.start()
+	a.auditQ.Store(q)
 	a.wg.Add(3)
 	go func() {
 		defer a.wg.Done()
@@ -608,8 +624,14 @@ func (a *App) pruneChangesLoop(ctx context.Context) {
 	}
 }
 
-// Stop ends the loops and writes the last-used times still pending.
+// Stop ends the loops, writes the audit records still queued and the
+// last-used times still pending. A gateway record that comes after (a
+// request still finishing while the HTTP server shuts down gracefully) is
+// written at once, before the log writers close.
 func (a *App) Stop() error {
+	if q := a.auditQ.Load(); q != nil {
+		q.close(true)
+	}
 	if a.stop != nil {
 		a.stop()
 	}
@@ -623,6 +645,9 @@ func (a *App) Stop() error {
 // Cleanup releases the cache and the store, so a config reload leaks
 // neither.
 func (a *App) Cleanup() error {
+	if q := a.auditQ.Load(); q != nil {
+		q.close(true) // drained by Stop already, unless Stop never ran
+	}
 	if a.limits != nil {
 		releaseLimits(a.limitsK)
 	}
@@ -708,7 +733,7 @@ func (a *App) principalByToken(ctx context.Context, h policy.Hash) (*cachedUser,
 	if err := a.checkFresh(); err != nil {
 		return nil, err
 	}
-	id, err := a.cache.tokenOwner(h, func() (string, error) {
+	te, err := a.cache.token(h, func() (string, error) {
 		if a.storeDown.Load() {
 			return "", errStoreDown
 		}
@@ -723,12 +748,17 @@ func (a *App) principalByToken(ctx context.Context, h policy.Hash) (*cachedUser,
 		}
 		return id, err
 	})
-	if err != nil || id == "" {
+	if err != nil || te.owner == "" {
 		return nil, err
 	}
-	cu, err := a.lookupPrincipal(ctx, id)
-	if err != nil || cu == nil || cu.p == nil {
-		return nil, err
+	// One lookup, the token's, is enough while its link to the owner's
+	// entry holds; otherwise the owner is looked up by ID, and linked.
+	cu := a.cache.linked(te)
+	if cu == nil {
+		if cu, err = a.lookupPrincipal(ctx, te.owner); err != nil || cu == nil || cu.p == nil {
+			return nil, err
+		}
+		a.cache.link(te, cu)
 	}
 	if !policy.VerifyToken(cu.p.User, h) {
 		// The owner no longer holds the token (it was replaced), or this
@@ -757,12 +787,20 @@ func (a *App) cachedCredential(cred *policy.Credential, h policy.Hash, now time.
 	}
 	switch cred.Kind {
 	case policy.BearerToken:
-		id, ok := a.cache.peekToken(h)
-		if !ok || id == "" {
+		te, ok := a.cache.peekToken(h)
+		if !ok || te.owner == "" {
 			return nil
 		}
-		cu, ok := a.cache.peekUser(id)
-		if !ok || cu.p == nil || !policy.VerifyToken(cu.p.User, h) {
+		// One lookup, the token's, while its link to the owner's entry
+		// holds (see principalByToken).
+		cu := a.cache.linked(te)
+		if cu == nil {
+			if cu, ok = a.cache.peekUser(te.owner); !ok {
+				return nil
+			}
+			a.cache.link(te, cu)
+		}
+		if cu.p == nil || !policy.VerifyToken(cu.p.User, h) {
 			return nil
 		}
 		return cu

@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -36,7 +38,7 @@ type auditRecord struct {
 	status                 int
 }
 
-// writeAudit writes the audit record of one gateway decision, allowed or
+// writeAuditRecord writes the audit record of one gateway decision, allowed or
 // refused, to the logger http.handlers.api_users.audit, so a security
 // reviewer can replay who reached what, as whom, and why not. Every record
 // has the same fields, empty when they do not apply:
@@ -61,11 +63,18 @@ type auditRecord struct {
 //   - method, path (raw, as the client sent it, without the query),
 //     endpoint and scope (when the catalog matched), client_ip.
 //
-// The record is built from zap fields in a pooled array, with no map or
-// formatting, and nothing at all is built when the logger is disabled.
-// (zap's cores encode the fields during Write and keep no reference.)
-func (a *App) writeAudit(rec *auditRecord, reason policy.Reason) {
-	ce := a.audit.Check(zapcore.InfoLevel, "gateway decision")
+// The record is built from zap fields in an array the caller owns (the
+// queue's writer keeps one), with no map or formatting, and nothing at all
+// is built when the logger is disabled. The record's time is the decision's,
+// not the write's, since the queue writes it a little later. (zap's cores
+// encode the fields during Write and keep no reference.)
+func writeAuditRecord(sink *auditSink, rec *auditRecord, reason policy.Reason, fp *[auditFieldCount]zap.Field) {
+	ce := sink.core.Check(zapcore.Entry{
+		LoggerName: sink.name,
+		Time:       rec.start,
+		Level:      zapcore.InfoLevel,
+		Message:    "gateway decision",
+	}, nil)
 	if ce == nil {
 		return
 	}
@@ -90,7 +99,6 @@ func (a *App) writeAudit(rec *auditRecord, reason policy.Reason) {
 	if rec.actingFor != "" {
 		actor = ActorProxiedViaAPIUser
 	}
-	fp := auditFieldPool.Get().(*[auditFieldCount]zap.Field)
 	fp[0] = zap.String("decision", decision)
 	fp[1] = zap.String("reason", code)
 	fp[2] = zap.Int("status", rec.status)
@@ -106,13 +114,55 @@ func (a *App) writeAudit(rec *auditRecord, reason policy.Reason) {
 	fp[12] = zap.String("scope", scope)
 	fp[13] = zap.String("client_ip", rec.clientIP)
 	ce.Write(fp[:]...)
-	*fp = [auditFieldCount]zap.Field{} // drop the references before pooling
+	*fp = [auditFieldCount]zap.Field{} // drop the references
+}
+
+// writeAudit audits one gateway decision: through the app's queue once the
+// app runs, or at once (the CLI, a handler provisioned outside a running
+// app).
+func (a *App) writeAudit(sink *auditSink, rec *auditRecord, reason policy.Reason) {
+	if q := a.auditQ.Load(); q != nil {
+		q.add(sink, rec, reason)
+		return
+	}
+	fp := auditFieldPool.Get().(*[auditFieldCount]zap.Field)
+	writeAuditRecord(sink, rec, reason, fp)
 	auditFieldPool.Put(fp)
 }
 
 // auditFieldCount is how many fields a gateway record has.
 const auditFieldCount = 14
 
-// auditFieldPool recycles the field arrays of gateway records: passed to
-// ce.Write, a fresh array would escape to the heap, a kilobyte per request.
+// auditFieldPool recycles the field arrays of records written without the
+// queue: passed to ce.Write, a fresh array would escape to the heap, a
+// kilobyte per record.
 var auditFieldPool = sync.Pool{New: func() any { return new([auditFieldCount]zap.Field) }}
+
+// checkAuditLogName validates a handler's audit_log name.
+func checkAuditLogName(name string) error {
+	ok := name != "" && len(name) <= 64
+	for i := 0; ok && i < len(name); i++ {
+		c := name[i]
+		ok = 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_'
+	}
+	if !ok {
+		return fmt.Errorf("audit_log %q: give a name of up to 64 lowercase letters, digits and '_', such as partners", name)
+	}
+	return nil
+}
+
+// auditWritten follows a record written straight to the audit logger (a
+// management record, which must be written before the change is
+// acknowledged): it hands what the buffered audit writers hold to the
+// kernel, and in sync mode syncs the audit log to disk.
+func (a *App) auditWritten() {
+	err := flushAuditWriters()
+	if a.Audit.Mode == AuditModeSync {
+		if serr := a.audit.Sync(); serr != nil && !isNotSyncable(serr) {
+			err = errors.Join(err, serr)
+		}
+	}
+	if err != nil {
+		a.logger.Error("writing a management audit record", zap.Error(err))
+	}
+}

@@ -27,12 +27,17 @@ import (
 // generation is unchanged since before it read the store.
 type principalCache struct {
 	users  *ristretto.Cache[string, *cachedUser]
-	tokens *ristretto.Cache[uint64, string]
+	tokens *ristretto.Cache[uint64, *tokenEntry]
 	group  singleflight.Group
 
 	mu    sync.RWMutex  // held for writing while invalidating, for reading while filling
 	gen   atomic.Uint64 // bumped by every invalidation
 	epoch atomic.Uint64 // bumped by invalidateAll; older entries are misses
+
+	// invalidated holds, per shard of user IDs, the generation of the
+	// shard's latest invalidateUser: an entry loaded before it (cu.gen
+	// below it) may be stale, and no token links to it any more.
+	invalidated [userShards]atomic.Uint64
 
 	ttl         time.Duration // users, known or not, and known tokens
 	negativeTTL time.Duration // unknown tokens
@@ -48,6 +53,33 @@ type cachedUser struct {
 	gen      uint64       // the generation when the load that made it began
 	lastUsed atomic.Int64 // unix nanoseconds
 	queuedAt atomic.Int64 // when lastUsed was last queued for the store
+	shard    uint8        // userShard of the ID
+	gone     atomic.Bool  // no longer in the cache (evicted, expired, dropped)
+}
+
+// tokenEntry is a token cache entry: the ID of the user the token was
+// issued to ("" when no user holds it), and a link to that user's cache
+// entry, so a request with a known token finds its user with one cache
+// lookup instead of two. The link is followed only while it is as good as
+// a lookup by ID would be: the entry is still in the cache, no
+// invalidation since its load could have concerned it, and no
+// invalidateAll came after it (linked).
+type tokenEntry struct {
+	owner string
+	user  atomic.Pointer[cachedUser]
+}
+
+// userShards is how many shards of user IDs invalidations are tracked in:
+// an invalidation unlinks the tokens of the users of its shard, so they
+// take the two-lookup path until those users are loaded again.
+const userShards = 256
+
+func userShard(id string) uint8 {
+	h := uint32(2166136261) // FNV-1a
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint32(id[i])) * 16777619
+	}
+	return uint8(h)
 }
 
 func newPrincipalCache(cfg CacheConfig) (*principalCache, error) {
@@ -59,11 +91,19 @@ func newPrincipalCache(cfg CacheConfig) (*principalCache, error) {
 		MaxCost:            cfg.MaxUsers,
 		BufferItems:        64,
 		IgnoreInternalCost: true,
+		// An entry that leaves the cache (or was never admitted) is no
+		// longer followed from a token: memory stays bounded by the
+		// cache, and every request of a user sees one entry.
+		OnExit: func(cu *cachedUser) {
+			if cu != nil {
+				cu.gone.Store(true)
+			}
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("api_users: creating the user cache: %w", err)
 	}
-	tokens, err := ristretto.NewCache(&ristretto.Config[uint64, string]{
+	tokens, err := ristretto.NewCache(&ristretto.Config[uint64, *tokenEntry]{
 		NumCounters:        cfg.MaxUsers * 10,
 		MaxCost:            cfg.MaxUsers,
 		BufferItems:        64,
@@ -99,7 +139,7 @@ func (c *principalCache) user(id string, load func() (*policy.Principal, error))
 		if err != nil {
 			return nil, err
 		}
-		cu := &cachedUser{p: p, epoch: epoch, gen: gen}
+		cu := &cachedUser{p: p, epoch: epoch, gen: gen, shard: userShard(id)}
 		if p != nil && p.User.Product != 0 {
 			cu.product = strconv.FormatInt(p.User.Product, 10)
 		}
@@ -140,14 +180,14 @@ func (c *principalCache) peekUser(id string) (cu *cachedUser, ok bool) {
 	return nil, false
 }
 
-// peekToken returns the cached owner of a token ("" for a token known to
-// be unknown) without ever loading it; ok is false on a miss.
-func (c *principalCache) peekToken(h policy.Hash) (id string, ok bool) {
-	if id, ok := c.tokens.Get(tokenKey(h)); ok {
+// peekToken returns the cached entry of a token (its owner "" for a token
+// known to be unknown) without ever loading it; ok is false on a miss.
+func (c *principalCache) peekToken(h policy.Hash) (te *tokenEntry, ok bool) {
+	if te, ok := c.tokens.Get(tokenKey(h)); ok && te != nil {
 		c.metrics.tokenHit()
-		return id, true
+		return te, true
 	}
-	return "", false
+	return nil, false
 }
 
 // tokenKey is the cache key of a token: the first 8 bytes of its SHA-256.
@@ -159,40 +199,68 @@ func tokenKey(h policy.Hash) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
 // reassigned), so positive entries never go stale in a harmful way: the
 // caller still checks the user's current token hash.
 func (c *principalCache) tokenOwner(h policy.Hash, load func() (string, error)) (string, error) {
-	if id, ok := c.peekToken(h); ok {
-		return id, nil
+	te, err := c.token(h, load)
+	if err != nil {
+		return "", err
+	}
+	return te.owner, nil
+}
+
+// token returns the token cache entry of a token hash, loading its owner
+// on a miss.
+func (c *principalCache) token(h policy.Hash, load func() (string, error)) (*tokenEntry, error) {
+	if te, ok := c.peekToken(h); ok {
+		return te, nil
 	}
 	k := tokenKey(h)
 	c.metrics.tokenMiss()
 	v, err, _ := c.group.Do(string(h[:]), func() (any, error) {
 		id, err := load()
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		ttl := c.ttl
 		if id == "" {
 			ttl = c.negativeTTL
 		}
-		if c.tokens.SetWithTTL(k, id, 1, ttl) {
+		te := &tokenEntry{owner: id}
+		if c.tokens.SetWithTTL(k, te, 1, ttl) {
 			c.tokens.Wait()
 		}
-		return id, nil
+		return te, nil
 	})
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	return v.(string), nil
+	return v.(*tokenEntry), nil
+}
+
+// linked returns the user entry te links to, if it is still what a lookup
+// of the owner by ID would return; nil otherwise.
+func (c *principalCache) linked(te *tokenEntry) *cachedUser {
+	cu := te.user.Load()
+	if cu == nil || cu.gone.Load() || cu.epoch != c.epoch.Load() || c.invalidated[cu.shard].Load() > cu.gen {
+		return nil
+	}
+	return cu
+}
+
+// link makes te lead to cu, the owner's entry a lookup by ID returned.
+func (c *principalCache) link(te *tokenEntry, cu *cachedUser) {
+	if cu != nil && cu.p != nil && te.user.Load() != cu {
+		te.user.Store(cu)
+	}
 }
 
 // forgetToken marks a token as unknown, after its owner replaced it.
 func (c *principalCache) forgetToken(h policy.Hash) {
-	c.tokens.SetWithTTL(tokenKey(h), "", 1, c.negativeTTL)
+	c.tokens.SetWithTTL(tokenKey(h), &tokenEntry{}, 1, c.negativeTTL)
 }
 
 // invalidateUser drops a user's entry, so the next request reads the store.
 func (c *principalCache) invalidateUser(id string) {
 	c.mu.Lock()
-	c.gen.Add(1)
+	c.invalidated[userShard(id)].Store(c.gen.Add(1))
 	c.users.Del(id)
 	c.mu.Unlock()
 }

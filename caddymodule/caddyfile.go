@@ -37,6 +37,11 @@ func init() {
 //		max_stale          <duration>
 //		last_used_interval <duration>
 //		change_retention <duration>
+//		audit {
+//			mode        batch | sync
+//			max_pending <n>
+//			max_delay   <duration>
+//		}
 //		org <id> [<slug>] {
 //			product <id> <slug>
 //		}
@@ -117,6 +122,42 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					a.Cache.NegativeTTL = dur
 				default:
 					return d.Errf("unknown cache setting %q: use max_users, ttl or negative_ttl", d.Val())
+				}
+			}
+		case "audit":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				switch d.Val() {
+				case "mode":
+					if !d.AllArgs(&a.Audit.Mode) {
+						return d.Errf("audit mode takes one value: batch (the default) or sync")
+					}
+					if a.Audit.Mode != AuditModeBatch && a.Audit.Mode != AuditModeSync {
+						return d.Errf("audit mode %q: use batch (records written within max_delay) or sync (every record on disk before the response)", a.Audit.Mode)
+					}
+				case "max_pending":
+					var s string
+					if !d.AllArgs(&s) {
+						return d.ArgErr()
+					}
+					n, err := strconv.Atoi(s)
+					if err != nil || n <= 0 {
+						return d.Errf("audit max_pending %q: give a positive number of records, such as %d", s, defaultAuditMaxPending)
+					}
+					a.Audit.MaxPending = n
+				case "max_delay":
+					dur, err := parsePositiveDuration(d)
+					if err != nil {
+						return err
+					}
+					if time.Duration(dur) < time.Millisecond {
+						return d.Errf("audit max_delay %s: give a duration of at least 1ms, such as 200ms", time.Duration(dur))
+					}
+					a.Audit.MaxDelay = dur
+				default:
+					return d.Errf("unknown audit setting %q: use mode, max_pending or max_delay", d.Val())
 				}
 			}
 		case "sync_interval":
@@ -213,7 +254,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("%v", err)
 			}
 		default:
-			return d.Errf("unknown api_users setting %q: use store, cache, sync_interval, max_stale, last_used_interval, change_retention, org, role or endpoint", d.Val())
+			return d.Errf("unknown api_users setting %q: use store, cache, sync_interval, max_stale, last_used_interval, change_retention, audit, org, role or endpoint", d.Val())
 		}
 	}
 	return nil
@@ -261,6 +302,7 @@ func (a *App) tenancyConfig() ([]policy.Org, []policy.Product) {
 //		lockout_ipv6_prefix <bits>
 //		rate_limit <requests> <window>
 //		pass_through
+//		audit_log <name>
 //	}
 func parseGatewayDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	var g Gateway
@@ -290,6 +332,13 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("pass_through takes no arguments: write it alone to pass requests without an API-user credential to the upstream")
 			}
 			g.PassThrough = true
+		case "audit_log":
+			if !d.AllArgs(&g.AuditLog) {
+				return d.Errf("audit_log takes one name, such as: audit_log partners (records go to http.handlers.api_users.audit.partners)")
+			}
+			if err := checkAuditLogName(g.AuditLog); err != nil {
+				return d.Errf("%v", err)
+			}
 		case "lockout":
 			args := d.RemainingArgs()
 			if len(args) == 1 && args[0] == "off" {
@@ -336,7 +385,7 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("%v", err)
 			}
 		default:
-			return d.Errf("unknown api_users setting %q: use proxied_user_header, lockout, lockout_ipv6_prefix, rate_limit or pass_through (users, endpoints and the store go in the api_users global option)", d.Val())
+			return d.Errf("unknown api_users setting %q: use proxied_user_header, lockout, lockout_ipv6_prefix, rate_limit, pass_through or audit_log (users, endpoints and the store go in the api_users global option)", d.Val())
 		}
 	}
 	return nil

@@ -92,7 +92,16 @@ type Gateway struct {
 	// N times the limit. Default: no limit, except users' own.
 	RateLimit *RateLimitConfig `json:"rate_limit,omitempty"`
 
+	// AuditLog, when set, names this handler's audit records apart:
+	// they go to the logger http.handlers.api_users.audit.<AuditLog>
+	// instead of http.handlers.api_users.audit, so an operator can route
+	// one site's records to a file of their own. `log { include
+	// http.handlers.api_users.audit }` still takes them all. A name is
+	// lowercase letters, digits and '_'.
+	AuditLog string `json:"audit_log,omitempty"`
+
 	app     *App
+	audit   *auditSink // the audit logger of this handler's records
 	headers *headerRules
 	lockout *lockout // the process's (limits.go); nil when off
 	limiter *rateLimiter
@@ -149,6 +158,14 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("api_users: %w", err)
 	}
 	g.headers = newHeaderRules(g.ProxiedUserHeader)
+	audit := g.app.audit
+	if g.AuditLog != "" {
+		if err := checkAuditLogName(g.AuditLog); err != nil {
+			return fmt.Errorf("api_users: %w", err)
+		}
+		audit = audit.Named(g.AuditLog)
+	}
+	g.audit = newAuditSink(audit)
 	if g.LockoutThreshold == 0 {
 		g.LockoutThreshold = defaultLockoutThreshold
 	}
@@ -278,13 +295,19 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	ai.setHeaders(r.Header, g.headers.proxiedCanon)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Map(ai.placeholder)
-	caddyhttp.SetVar(r.Context(), apiUserVarKey, ai)
+	if app.adminHandlers.Load() > 0 {
+		// Only the management handler reads it.
+		caddyhttp.SetVar(r.Context(), apiUserVarKey, ai)
+	}
 
 	// Caddy's access log names the user by {http.auth.user.id} (its
 	// user_id field); these add where the user belongs and for whom it
-	// acts, in one field so the access log's field list grows once.
-	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
-		extra.Add(zap.Inline(ai))
+	// acts, in one field so the access log's field list grows once. A
+	// server without access logs never reads them.
+	if accessLogged(r) {
+		if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+			extra.Add(zap.Inline(ai))
+		}
 	}
 
 	rec.status = http.StatusOK
@@ -430,7 +453,7 @@ func (g *Gateway) decided(rec *auditRecord, reason policy.Reason) {
 		endpoint = rec.endpoint.Index()
 	}
 	g.app.metrics.decided(endpoint, outcome, time.Since(rec.start))
-	g.app.writeAudit(rec, reason)
+	g.app.writeAudit(g.audit, rec, reason)
 }
 
 // userPlaceholders are the placeholders the gateway sets for an allowed
@@ -552,6 +575,13 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, rec *auditRecor
 	g.decided(rec, reason)
 	writeError(w, reason)
 	return nil
+}
+
+// accessLogged reports whether the server handling r may write an access
+// log entry for it.
+func accessLogged(r *http.Request) bool {
+	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return !ok || srv.Logs != nil
 }
 
 // clientIP is the client address as Caddy determined it, honouring the

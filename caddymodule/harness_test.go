@@ -91,7 +91,8 @@ type testGateway struct {
 	app      *App
 	dbPath   string
 	client   *http.Client
-	// caddyfile is the config loaded, for reload.
+	config   []byte // the JSON config loaded, for a reload
+	// caddyfile is the config loaded, for reload, which changes it.
 	caddyfile string
 }
 
@@ -174,6 +175,7 @@ http://127.0.0.1:%d {
 		app:      appIface.(*App),
 		dbPath:   dbPath,
 		client:   &http.Client{Timeout: 10 * time.Second},
+		config:   cfgJSON,
 
 		caddyfile: caddyfile,
 	}

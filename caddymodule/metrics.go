@@ -21,6 +21,7 @@ import (
 //	caddy_api_users_cache_requests_total{cache, result}
 //	caddy_api_users_store_errors_total{operation}
 //	caddy_api_users_store_sync_lag_seconds
+//	caddy_api_users_audit_dropped_total
 //
 // No label grows with the number of users: endpoint names are bounded by
 // the catalog, reasons by the policy, and the rest are fixed sets. Caddy
@@ -79,6 +80,7 @@ type metrics struct {
 	cacheRequests   *prometheus.CounterVec
 	storeErrors     *prometheus.CounterVec
 	syncLag         prometheus.GaugeFunc
+	auditDropped    prometheus.Counter
 
 	// endpoints are the endpoint labels by policy.Endpoint.Index, then
 	// noEndpointLabel. cells holds a decision counter per endpoint label
@@ -164,6 +166,12 @@ func newMetrics(endpointNames []string, syncLag func() float64) *metrics {
 			Name:      "store_sync_lag_seconds",
 			Help:      "Seconds since this process last read the store's change log successfully: a change made elsewhere (another node, the CLI) is enforced here within about this long. It stays below sync_interval while syncing works, and grows while it fails.",
 		}, syncLag),
+		auditDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace,
+			Subsystem: metricsSubsystem,
+			Name:      "audit_dropped_total",
+			Help:      "Gateway decision records dropped because the audit queue stayed full (audit max_pending) for 10ms; each drop is also reported in the log.",
+		}),
 		endpoints: append(slices.Clone(endpointNames), noEndpointLabel),
 	}
 	m.cells = make([]atomic.Pointer[counterCell], len(m.endpoints)*len(outcomeCodes))
@@ -208,6 +216,9 @@ func (m *metrics) register(reg prometheus.Registerer) error {
 		return err
 	}
 	if m.syncLag, err = registerOrReuse(reg, m.syncLag); err != nil {
+		return err
+	}
+	if m.auditDropped, err = registerOrReuse(reg, m.auditDropped); err != nil {
 		return err
 	}
 	m.resolve()

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // rawUpstream is a backend that records each request exactly as it came
@@ -145,6 +147,7 @@ func headerLines(t *testing.T, raw []byte) [][2]string {
 // readJSONLines parses a log file of one JSON object per line.
 func readJSONLines(t *testing.T, path string) []map[string]any {
 	t.Helper()
+	flushAudit()
 	data, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
@@ -161,6 +164,17 @@ func readJSONLines(t *testing.T, path string) []map[string]any {
 		out = append(out, m)
 	}
 	return out
+}
+
+// flushAudit waits until the running api_users app has written every
+// gateway record queued so far: records are written in batches, off the
+// request path, and tests read them right after the requests.
+func flushAudit() {
+	if app, err := caddy.ActiveContext().AppIfConfigured("api_users"); err == nil {
+		if q := app.(*App).auditQ.Load(); q != nil {
+			q.flush()
+		}
+	}
 }
 
 // waitForLines polls a JSON log file until match accepts at least want

@@ -951,4 +951,5 @@ func (a *App) auditChange(ctx context.Context, action string, fields ...zap.Fiel
 		all = append(all, zap.String("client_ip", act.ClientIP))
 	}
 	a.audit.Info("management change", all...)
+	a.auditWritten()
 }

@@ -1,20 +1,45 @@
 #!/usr/bin/env bash
-# Measures the gateway against plain reverse_proxy, side by side in one run.
+# Measures the gateway against plain reverse_proxy and Caddy's basic_auth,
+# side by side in one process and one run.
 #
-# One Caddy process serves two sites in front of the same upstream (another
-# Caddy process answering "ok"): plain `reverse_proxy`, and `api_users` plus
-# `reverse_proxy` with audit records written to a file. wrk loads each in
-# turn, alternating for several rounds, and the script prints requests per
-# second and p50/p99 latency for both, their medians, and the throughput
-# ratio (target: at least 0.95).
+# One Caddy process serves four sites in front of the same upstream (another
+# Caddy process answering "ok"):
+#
+#   reverse_proxy            plain reverse_proxy, the reference
+#   api_users,audit=file     api_users + reverse_proxy, audit records to a file
+#                            (the writer the README configures)
+#   api_users,audit=discard  the same, its records routed to Caddy's discard
+#                            writer (audit_log discarded), isolating the
+#                            cost of writing them
+#   basic_auth               Caddy's basic_auth (bcrypt, hash cache on, so the
+#                            credential is verified once) + reverse_proxy
+#
+# Every round runs each site between two runs of plain reverse_proxy
+# (P A P B P C P); a site's ratio in a round is its requests per second over
+# the mean of the two plain runs around it, which cancels most of the drift
+# of a shared machine. The script prints, per site, the medians over the
+# rounds of requests per second, p50 and p99 latency, the gateway process's
+# CPU time per request, the throughput ratio and the CPU added per request.
 #
 #   scripts/loadbench.sh [rounds] [seconds per run] [connections]
-#   AUDIT_OUTPUT=discard scripts/loadbench.sh ...   (audit records dropped)
-#   PROFILE=/tmp/lb scripts/loadbench.sh ...          (CPU profiles of the
-#       gateway process during the first round: /tmp/lb-plain.pprof and
-#       /tmp/lb-api_users.pprof; compare them with go tool pprof -diff_base)
+#   AUDIT_OUTPUT=file               the audit file written by Caddy's own file
+#                                   writer instead of the api_users_audit
+#                                   writer (or any log output, verbatim)
+#   AUDIT_MODE=sync                 the api_users audit in every-record-on-
+#                                   disk mode (audit { mode sync })
+#   MODE=concurrent                 load the four sites at once in each round
+#                                   (see below); steadier on a busy machine
+#   PROFILE=lb                      in the first round, a CPU profile of the
+#       gateway process during each site's run (lb-<site>.pprof, relative
+#       to the repository's root), and its allocations (lb-<site>.allocs,
+#       to read with -diff_base lb-<site>.allocs0); lb-<site>.requests holds
+#       how many requests the profile window saw, to turn samples into
+#       time per request
 #
-# Everything listens on 127.0.0.1 only.
+# Needs wrk (Debian/Ubuntu: apt-get install wrk; the script installs it
+# with apt-get when it is missing and it runs as root). Everything listens
+# on 127.0.0.1 only. Not part of CI: its figures are for comparing sites
+# within one run on one machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,8 +48,13 @@ secs=${2:-10}
 conns=${3:-32}
 
 if ! command -v wrk >/dev/null; then
-	echo "installing wrk from Debian's packages" >&2
-	apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+		echo "installing wrk from the distribution's packages (apt-get install wrk)" >&2
+		apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+	else
+		echo "wrk is missing: install it (apt-get install wrk, brew install wrk)" >&2
+		exit 1
+	fi
 fi
 
 work=$(mktemp -d)
@@ -36,13 +66,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# AUDIT_OUTPUT=discard isolates the cost of writing the audit file. The
-# file does not roll: rolling gzips the old file in the background, which
-# would bill compression to whichever run happens to be going.
-audit_output="file $work/audit.log {
+# The audit file does not roll: rolling gzips the old file in the
+# background, which would bill compression to whichever run is going.
+case "${AUDIT_OUTPUT:-api_users_audit}" in
+file | api_users_audit)
+	audit_output="${AUDIT_OUTPUT:-api_users_audit} $work/audit.log {
 			roll_disabled
+		}" ;;
+*) audit_output=$AUDIT_OUTPUT ;;
+esac
+audit_block=
+[ -z "${AUDIT_MODE:-}" ] || audit_block="audit {
+			mode $AUDIT_MODE
 		}"
-[ -z "${AUDIT_OUTPUT:-}" ] || audit_output=$AUDIT_OUTPUT
 
 go build -o "$work/caddy" ./cmd/caddy
 export XDG_DATA_HOME=$work/data XDG_CONFIG_HOME=$work/config
@@ -63,6 +99,9 @@ UP
 admin=off
 [ -z "${PROFILE:-}" ] || admin=localhost:2999
 
+basic_pass=loadbench-password
+basic_hash=$("$work/caddy" hash-password --plaintext "$basic_pass")
+
 cat >"$work/gateway.Caddyfile" <<GW
 {
 	admin $admin
@@ -74,10 +113,16 @@ cat >"$work/gateway.Caddyfile" <<GW
 	}
 	log audit {
 		include http.handlers.api_users.audit
+		exclude http.handlers.api_users.audit.discarded
 		output $audit_output
+	}
+	log audit_discarded {
+		include http.handlers.api_users.audit.discarded
+		output discard
 	}
 	api_users {
 		store sqlite $work/api_users.db
+		$audit_block
 		org acme {
 			product 1337 my-product-v1
 		}
@@ -93,17 +138,32 @@ http://127.0.0.1:18081 {
 	api_users
 	reverse_proxy 127.0.0.1:18090
 }
+http://127.0.0.1:18082 {
+	bind 127.0.0.1
+	api_users {
+		audit_log discarded
+	}
+	reverse_proxy 127.0.0.1:18090
+}
+http://127.0.0.1:18083 {
+	bind 127.0.0.1
+	basic_auth {
+		bench $basic_hash
+	}
+	reverse_proxy 127.0.0.1:18090
+}
 GW
 
 token=$("$work/caddy" api-users create --config "$work/gateway.Caddyfile" --product 1337 --scopes devices:get --json 2>/dev/null |
 	grep -o 'apiu_at_[0-9a-f]\{48\}' | head -1)
 [ -n "$token" ] || { echo "could not create a user" >&2; exit 1; }
+basic="Basic $(printf 'bench:%s' "$basic_pass" | base64 -w0)"
 
 "$work/caddy" run --config "$work/upstream.Caddyfile" >"$work/upstream.out" 2>&1 &
 pids+=($!)
 "$work/caddy" run --config "$work/gateway.Caddyfile" >"$work/gateway.out" 2>&1 &
 pids+=($!)
-for port in 18090 18080 18081; do
+for port in 18090 18080 18081 18082 18083; do
 	for _ in $(seq 100); do
 		curl -s -o /dev/null "http://127.0.0.1:$port/" && break
 		sleep 0.1
@@ -111,23 +171,30 @@ for port in 18090 18080 18081; do
 done
 
 path=/v1/products/my-product-v1/devices/0a1b2c3d
-code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:18081$path")
-[ "$code" = 200 ] || { echo "gateway answered $code, want 200" >&2; cat "$work/gateway.out" >&2; exit 1; }
+sites=(plain api_file api_discard basic_auth)
+declare -A port=([plain]=18080 [api_file]=18081 [api_discard]=18082 [basic_auth]=18083)
+declare -A auth=([plain]="" [api_file]="Bearer $token" [api_discard]="Bearer $token" [basic_auth]="$basic")
+declare -A label=([plain]="reverse_proxy" [api_file]="api_users,audit=file" [api_discard]="api_users,audit=discard" [basic_auth]="basic_auth")
+for s in "${sites[@]}"; do
+	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: ${auth[$s]}" "http://127.0.0.1:${port[$s]}$path")
+	[ "$code" = 200 ] || { echo "${label[$s]} answered $code, want 200" >&2; cat "$work/gateway.out" >&2; exit 1; }
+done
 
 # cpu PID: the process's user+system CPU time so far, in clock ticks.
 cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 gwpid=${pids[1]}
 
-# run PORT [wrk args...]: one wrk run; prints "rps p50_ms p99_ms cpu_us",
+# run SITE: one wrk run; prints "rps p50_ms p99_ms cpu_us requests",
 # cpu_us being the gateway process's CPU time per request. Throughput on a
 # small shared machine moves with whatever else runs; CPU per request
-# barely does, so it shows the gateway's own cost more steadily.
+# moves less, so it shows the gateway's own cost more steadily.
 run() {
-	local port=$1 before
-	shift
+	local s=$1 before
+	local args=()
+	[ -z "${auth[$s]}" ] || args=(-H "Authorization: ${auth[$s]}")
 	before=$(cpu "$gwpid")
-	wrk -t2 -c"$conns" -d"${secs}s" --latency "$@" "http://127.0.0.1:$port$path" |
+	wrk -t2 -c"$conns" -d"${secs}s" --latency "${args[@]}" "http://127.0.0.1:${port[$s]}$path" |
 		awk -v hz="$hz" -v before="$before" -v after_file="/proc/$gwpid/stat" '
 			function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
 			/^ +50%/ { p50 = ms($2) }
@@ -138,43 +205,111 @@ run() {
 			END {
 				if (bad) { print "non-2xx responses: " bad > "/dev/stderr"; exit 1 }
 				getline stat < after_file; split(stat, f, " ")
-				printf "%.0f %.3f %.3f %.2f\n", rps, p50, p99, (f[14] + f[15] - before) * 1e6 / hz / n
+				printf "%.0f %.3f %.3f %.2f %d\n", rps, p50, p99, (f[14] + f[15] - before) * 1e6 / hz / n, n
 			}'
 }
 
-# Warm up both.
-run 18080 >/dev/null
-run 18081 -H "Authorization: Bearer $token" >/dev/null
-
-printf '%-6s %-24s %9s %8s %8s %8s\n' round target req/s p50_ms p99_ms cpu_us
-plain=() gw=() plain50=() gw50=() plain99=() gw99=() plaincpu=() gwcpu=()
+# profile SITE: in the first round with PROFILE set, a CPU profile of the
+# gateway process during the run that follows, and its allocations.
 profiler=
-# profile NAME: in the first round with PROFILE set, a CPU profile of the
-# gateway process during the run that follows.
 profile() {
 	[ -n "${PROFILE:-}" ] && [ "$r" = 1 ] || return 0
+	curl -s -o "$PROFILE-$1.allocs0" "http://localhost:2999/debug/pprof/allocs"
 	(sleep 1 && curl -s -o "$PROFILE-$1.pprof" "http://localhost:2999/debug/pprof/profile?seconds=$((secs > 3 ? secs - 2 : 1))") &
 	profiler=$!
 }
+profiled() {
+	[ -n "${profiler:-}" ] || return 0
+	wait "$profiler"
+	profiler=
+	curl -s -o "$PROFILE-$1.allocs" "http://localhost:2999/debug/pprof/allocs"
+	# The profile covered secs-2 of the run's secs seconds.
+	awk -v n="$2" -v s="$secs" 'BEGIN { printf "%d\n", n * (s > 3 ? s - 2 : 1) / s }' >"$PROFILE-$1.requests"
+}
+
+# Warm up every site.
+for s in "${sites[@]}"; do run "$s" >/dev/null; done
+
+declare -A rps p50 p99 cpus ratio
+
+# MODE=concurrent: every round loads the four sites at the same time, a
+# quarter of the connections each, so whatever else runs on the machine
+# weighs on all four alike; a site's ratio is its requests per second over
+# plain reverse_proxy's in the same seconds. The gateway's CPU cannot be
+# split between the sites then, so none is printed.
+if [ "${MODE:-}" = concurrent ]; then
+	per=$((conns / 4 > 0 ? conns / 4 : 1))
+	printf '%-6s %-24s %9s %8s %8s %7s\n' round site req/s p50_ms p99_ms ratio
+	for r in $(seq "$rounds"); do
+		wrks=()
+		for s in "${sites[@]}"; do
+			args=()
+			[ -z "${auth[$s]}" ] || args=(-H "Authorization: ${auth[$s]}")
+			wrk -t1 -c"$per" -d"${secs}s" --latency "${args[@]}" "http://127.0.0.1:${port[$s]}$path" >"$work/wrk-$s.out" &
+			wrks+=($!)
+		done
+		wait "${wrks[@]}"
+		declare -A now=()
+		for s in "${sites[@]}"; do
+			read -r a b c < <(awk '
+				function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+				/^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) } /^Requests\/sec/ { rps = $2 }
+				/Non-2xx/ { print "non-2xx responses: " $NF > "/dev/stderr"; exit 1 }
+				END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }' "$work/wrk-$s.out")
+			now[$s]=$a
+			rps[$s]+="$a " p50[$s]+="$b " p99[$s]+="$c "
+		done
+		for s in "${sites[@]}"; do
+			q=$(awk -v a="${now[$s]}" -v p="${now[plain]}" 'BEGIN { printf "%.3f", a / p }')
+			[ "$s" = plain ] || ratio[$s]+="$q "
+			printf '%-6s %-24s %9s %8s %8s %7s\n' "$r" "${label[$s]}" "${now[$s]}" "$(echo ${p50[$s]} | awk '{print $NF}')" "$(echo ${p99[$s]} | awk '{print $NF}')" "$q"
+		done
+	done
+	median() { printf '%s\n' $@ | sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+	echo
+	echo "medians of $rounds concurrent rounds, ${secs}s, $per connections per site${AUDIT_MODE:+, audit mode $AUDIT_MODE}:"
+	printf '%-24s %9s %8s %8s %7s\n' site req/s p50_ms p99_ms ratio
+	for s in "${sites[@]}"; do
+		q=1
+		[ "$s" = plain ] || q=$(median ${ratio[$s]})
+		printf '%-24s %9s %8s %8s %7s\n' "${label[$s]}" "$(median ${rps[$s]})" "$(median ${p50[$s]})" "$(median ${p99[$s]})" "$q"
+	done
+	echo "target: api_users,audit=file ratio >= 0.95 and above basic_auth"
+	echo "audit records in the file: $(cat "$work"/audit.log* 2>/dev/null | wc -l)"
+	exit 0
+fi
+
+printf '%-6s %-24s %9s %8s %8s %8s %7s\n' round site req/s p50_ms p99_ms cpu_us ratio
 for r in $(seq "$rounds"); do
 	profile plain
-	read -r a b c d < <(run 18080)
-	[ -z "${profiler:-}" ] || { wait "$profiler"; profiler=; }
-	plain+=("$a") plain50+=("$b") plain99+=("$c") plaincpu+=("$d")
-	printf '%-6s %-24s %9s %8s %8s %8s\n' "$r" "reverse_proxy" "$a" "$b" "$c" "$d"
-	profile api_users
-	read -r a b c d < <(run 18081 -H "Authorization: Bearer $token")
-	[ -z "${profiler:-}" ] || { wait "$profiler"; profiler=; }
-	gw+=("$a") gw50+=("$b") gw99+=("$c") gwcpu+=("$d")
-	printf '%-6s %-24s %9s %8s %8s %8s\n' "$r" "api_users+reverse_proxy" "$a" "$b" "$c" "$d"
+	read -r pa b c d n < <(run plain)
+	profiled plain "$n"
+	printf '%-6s %-24s %9s %8s %8s %8s\n' "$r" "${label[plain]}" "$pa" "$b" "$c" "$d"
+	rps[plain]+="$pa " p50[plain]+="$b " p99[plain]+="$c " cpus[plain]+="$d "
+	for s in "${sites[@]:1}"; do
+		profile "$s"
+		read -r a b c d n < <(run "$s")
+		profiled "$s" "$n"
+		read -r pb b2 c2 d2 n2 < <(run plain)
+		rps[plain]+="$pb " p50[plain]+="$b2 " p99[plain]+="$c2 " cpus[plain]+="$d2 "
+		q=$(awk -v a="$a" -v x="$pa" -v y="$pb" 'BEGIN { printf "%.3f", 2 * a / (x + y) }')
+		rps[$s]+="$a " p50[$s]+="$b " p99[$s]+="$c " cpus[$s]+="$d " ratio[$s]+="$q "
+		printf '%-6s %-24s %9s %8s %8s %8s %7s\n' "$r" "${label[$s]}" "$a" "$b" "$c" "$d" "$q"
+		printf '%-6s %-24s %9s %8s %8s %8s\n' "$r" "${label[plain]}" "$pb" "$b2" "$c2" "$d2"
+		pa=$pb
+	done
 done
 
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
-mp=$(median "${plain[@]}") mg=$(median "${gw[@]}")
-cp=$(median "${plaincpu[@]}") cg=$(median "${gwcpu[@]}")
+median() { printf '%s\n' $@ | sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 echo
-printf 'median reverse_proxy:           %s req/s, p50 %s ms, p99 %s ms, gateway CPU %s us/request\n' "$mp" "$(median "${plain50[@]}")" "$(median "${plain99[@]}")" "$cp"
-printf 'median api_users+reverse_proxy: %s req/s, p50 %s ms, p99 %s ms, gateway CPU %s us/request\n' "$mg" "$(median "${gw50[@]}")" "$(median "${gw99[@]}")" "$cg"
-awk -v g="$mg" -v p="$mp" 'BEGIN { printf "throughput ratio: %.3f (target >= 0.95)\n", g / p }'
-awk -v g="$cg" -v p="$cp" 'BEGIN { printf "gateway CPU per request: %+.2f us (%.3f of plain)\n", g - p, g / p }'
-echo "audit records written: $(cat "$work"/audit.log 2>/dev/null | wc -l)"
+echo "medians of $rounds rounds, ${secs}s runs, $conns connections${AUDIT_MODE:+, audit mode $AUDIT_MODE}:"
+printf '%-24s %9s %8s %8s %8s %7s %9s\n' site req/s p50_ms p99_ms cpu_us ratio +cpu_us
+cp=$(median ${cpus[plain]})
+for s in "${sites[@]}"; do
+	c=$(median ${cpus[$s]})
+	q=1
+	[ "$s" = plain ] || q=$(median ${ratio[$s]})
+	printf '%-24s %9s %8s %8s %8s %7s %+9.2f\n' "${label[$s]}" "$(median ${rps[$s]})" "$(median ${p50[$s]})" "$(median ${p99[$s]})" "$c" "$q" "$(awk -v a="$c" -v b="$cp" 'BEGIN { print a - b }')"
+done
+echo "target: api_users,audit=file ratio >= 0.95 and above basic_auth"
+echo "audit records in the file: $(cat "$work"/audit.log* 2>/dev/null | wc -l)"
