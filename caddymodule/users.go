@@ -610,7 +610,7 @@ func (a *App) changeUser(ctx context.Context, t Tenant, id string, fn func(u *po
 		if err := checkIfMatch(ctx, u); err != nil {
 			return err
 		}
-		before = cloneUser(u)
+		before = u.Clone()
 		return fn(u)
 	})
 	if err != nil {
@@ -636,7 +636,7 @@ func (a *App) UpdateUser(ctx context.Context, t Tenant, id string, spec *UserSpe
 	}
 	before, after, err := a.changeUser(ctx, t, id, func(u *policy.APIUser) error {
 		newToken = ""
-		prev := cloneUser(u)
+		prev := u.Clone()
 		if err := a.applySpec(u, spec); err != nil {
 			return err
 		}
@@ -874,7 +874,7 @@ func (a *App) DeleteUserAt(ctx context.Context, t Tenant, id string) (*policy.AP
 		if err := checkIfMatch(ctx, u); err != nil {
 			return err
 		}
-		deleted = a.withLastSeen(cloneUser(u))
+		deleted = a.withLastSeen(u.Clone())
 		return nil
 	})
 	a.cache.invalidateUser(id)
@@ -883,24 +883,6 @@ func (a *App) DeleteUserAt(ctx context.Context, t Tenant, id string) (*policy.AP
 	}
 	a.auditUserChange(ctx, "delete_user", deleted, nil)
 	return deleted, nil
-}
-
-// cloneUser copies u deeply enough that changes to the copy's slices and
-// map never reach u.
-func cloneUser(u *policy.APIUser) *policy.APIUser {
-	c := *u
-	c.Scopes = slices.Clone(u.Scopes)
-	c.Roles = slices.Clone(u.Roles)
-	c.AllowedEndpoints = slices.Clone(u.AllowedEndpoints)
-	c.AllowedProxiedUsers = slices.Clone(u.AllowedProxiedUsers)
-	c.Keys = slices.Clone(u.Keys)
-	if u.ResourceConstraints != nil {
-		c.ResourceConstraints = make(map[string][]string, len(u.ResourceConstraints))
-		for k, v := range u.ResourceConstraints {
-			c.ResourceConstraints[k] = slices.Clone(v)
-		}
-	}
-	return &c
 }
 
 // productLabel is the product ID as text, or "" for an org user.

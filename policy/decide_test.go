@@ -139,3 +139,21 @@ func TestDecideDoesNotAllocate(t *testing.T) {
 		}
 	}
 }
+
+// TestAPIUserClone: a change to a clone's slices and map never reaches the
+// original.
+func TestAPIUserClone(t *testing.T) {
+	u := &APIUser{
+		ID: "a", Scopes: []Scope{"devices:list"}, Roles: []string{"r"}, AllowedEndpoints: []string{"e"},
+		AllowedProxiedUsers: []string{"p"}, Keys: []Key{{ID: "k"}},
+		ResourceConstraints: map[string][]string{"device": {"d1"}},
+	}
+	c := u.Clone()
+	c.Scopes[0], c.Roles[0], c.AllowedEndpoints[0], c.AllowedProxiedUsers[0], c.Keys[0].ID = "x:y", "x", "x", "x", "x"
+	c.ResourceConstraints["device"][0] = "x"
+	c.ResourceConstraints["other"] = []string{"x"}
+	if u.Scopes[0] != "devices:list" || u.Roles[0] != "r" || u.AllowedEndpoints[0] != "e" || u.AllowedProxiedUsers[0] != "p" ||
+		u.Keys[0].ID != "k" || u.ResourceConstraints["device"][0] != "d1" || len(u.ResourceConstraints) != 1 {
+		t.Fatalf("changing the clone changed the original: %+v", u)
+	}
+}

@@ -1,6 +1,10 @@
 package policy
 
-import "time"
+import (
+	"maps"
+	"slices"
+	"time"
+)
 
 // APIUser is a service account as stored: its identity, its tenancy, what it
 // may do, and the hashes of its credentials. It is plain data; Compile turns
@@ -78,4 +82,22 @@ type Product struct {
 	ID   int64
 	Slug string
 	Org  string // the org's ID
+}
+
+// Clone copies u deeply enough that changes to the copy's slices and map
+// never reach u. A new slice or map field of APIUser is copied here.
+func (u *APIUser) Clone() *APIUser {
+	c := *u
+	c.Scopes = slices.Clone(u.Scopes)
+	c.Roles = slices.Clone(u.Roles)
+	c.AllowedEndpoints = slices.Clone(u.AllowedEndpoints)
+	c.AllowedProxiedUsers = slices.Clone(u.AllowedProxiedUsers)
+	c.Keys = slices.Clone(u.Keys)
+	if u.ResourceConstraints != nil {
+		c.ResourceConstraints = maps.Clone(u.ResourceConstraints)
+		for k, v := range c.ResourceConstraints {
+			c.ResourceConstraints[k] = slices.Clone(v)
+		}
+	}
+	return &c
 }

@@ -415,7 +415,7 @@ func (s *Postgres) UpdateUser(ctx context.Context, id string, fn func(u *policy.
 			return err
 		}
 		read := u.Version
-		before := cloneUser(u)
+		before := u.Clone()
 		if err := fn(u); err != nil {
 			return err
 		}
@@ -477,7 +477,7 @@ func (s *Postgres) DeleteUserIf(ctx context.Context, id string, check func(u *po
 				return err
 			}
 			if check != nil {
-				if err := check(cloneUser(u)); err != nil {
+				if err := check(u.Clone()); err != nil {
 					return err
 				}
 			}

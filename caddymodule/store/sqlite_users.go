@@ -434,7 +434,7 @@ func (s *SQLite) UpdateUser(ctx context.Context, id string, fn func(u *policy.AP
 			return err
 		}
 		read := u.Version
-		before := cloneUser(u)
+		before := u.Clone()
 		if err := fn(u); err != nil {
 			return err
 		}
@@ -498,7 +498,7 @@ func (s *SQLite) DeleteUserIf(ctx context.Context, id string, check func(u *poli
 				return err
 			}
 			if check != nil {
-				if err := check(cloneUser(u)); err != nil {
+				if err := check(u.Clone()); err != nil {
 					return err
 				}
 			}

@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/apiusers/caddy-api-users/policy"
@@ -290,21 +289,4 @@ type ChangeListener interface {
 func hasHistoryNote(ctx context.Context) bool {
 	_, ok := ctx.Value(historyNoteKey{}).(HistoryNote)
 	return ok
-}
-
-// cloneUser copies u deeply enough that changes to the copy never reach u.
-func cloneUser(u *policy.APIUser) *policy.APIUser {
-	c := *u
-	c.Scopes = slices.Clone(u.Scopes)
-	c.Roles = slices.Clone(u.Roles)
-	c.AllowedEndpoints = slices.Clone(u.AllowedEndpoints)
-	c.AllowedProxiedUsers = slices.Clone(u.AllowedProxiedUsers)
-	c.Keys = slices.Clone(u.Keys)
-	if u.ResourceConstraints != nil {
-		c.ResourceConstraints = make(map[string][]string, len(u.ResourceConstraints))
-		for k, v := range u.ResourceConstraints {
-			c.ResourceConstraints[k] = slices.Clone(v)
-		}
-	}
-	return &c
 }

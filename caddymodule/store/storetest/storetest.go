@@ -191,7 +191,7 @@ func diffUser(got, want *policy.APIUser) []string {
 // normalize copies u with every time in UTC, so equal instants compare
 // equal with reflect.DeepEqual.
 func normalize(u *policy.APIUser) *policy.APIUser {
-	c := clone(u)
+	c := u.Clone()
 	for _, p := range []*time.Time{&c.ExpiresAt, &c.CreatedAt, &c.UpdatedAt, &c.LastUsedAt} {
 		*p = utc(*p)
 	}
@@ -223,27 +223,10 @@ func checkUTC(t *testing.T, u *policy.APIUser) {
 	}
 }
 
-// clone is a deep copy of u.
-func clone(u *policy.APIUser) *policy.APIUser {
-	c := *u
-	c.Scopes = slices.Clone(u.Scopes)
-	c.Roles = slices.Clone(u.Roles)
-	c.AllowedEndpoints = slices.Clone(u.AllowedEndpoints)
-	c.AllowedProxiedUsers = slices.Clone(u.AllowedProxiedUsers)
-	c.Keys = slices.Clone(u.Keys)
-	if u.ResourceConstraints != nil {
-		c.ResourceConstraints = make(map[string][]string, len(u.ResourceConstraints))
-		for k, v := range u.ResourceConstraints {
-			c.ResourceConstraints[k] = slices.Clone(v)
-		}
-	}
-	return &c
-}
-
 func testCreateGetRoundTrip(t *testing.T, s store.Store) {
 	Seed(t, s)
 	u := FullUser("fleet-sync")
-	want := clone(u)
+	want := u.Clone()
 	want.Version = 1
 	create(t, s, u)
 	if u.Version != 1 {
@@ -252,7 +235,7 @@ func testCreateGetRoundTrip(t *testing.T, s store.Store) {
 	wantUser(t, get(t, s, "fleet-sync"), want)
 
 	m := minimalUser("org-level", "globex", 0)
-	wantMin := clone(m)
+	wantMin := m.Clone()
 	wantMin.Version = 1
 	wantMin.UpdatedAt = m.CreatedAt
 	create(t, s, m)
@@ -556,7 +539,7 @@ func testUpdateUser(t *testing.T, s store.Store) {
 		u.LastUsedAt = instant(9, 9)
 		u.TokenHash, u.TokenID = hash("changing/token-2"), "tok-2"
 		u.SecretHash = hash("changing/secret-2")
-		want = clone(u)
+		want = u.Clone()
 		return nil
 	})
 	if err != nil {
@@ -681,7 +664,7 @@ func testUpdateUserKeys(t *testing.T, s store.Store) {
 			t.Errorf("%s: keys %q, want %q", step.name, ids, step.want)
 		}
 		stored := get(t, s, "rotating")
-		wantWhole := clone(stored)
+		wantWhole := stored.Clone()
 		wantWhole.Keys = want
 		wantUser(t, stored, wantWhole)
 	}
@@ -697,7 +680,7 @@ func testDeleteUserIf(t *testing.T, s store.Store) {
 	refused := errors.New("not this one")
 	var seen *policy.APIUser
 	err := s.DeleteUserIf(ctx, "conditional", func(u *policy.APIUser) error {
-		seen = clone(u)
+		seen = u.Clone()
 		return refused
 	})
 	if err != refused {
@@ -784,7 +767,7 @@ func testTouchUsers(t *testing.T, s store.Store) {
 	if !got.LastUsedAt.Equal(t2) {
 		t.Errorf("LastUsedAt = %v, want %v", got.LastUsedAt, t2)
 	}
-	want := clone(before)
+	want := before.Clone()
 	want.LastUsedAt = t2
 	wantUser(t, got, want) // Version and UpdatedAt unchanged
 	if got := lastChange(t, s); got != seq {
