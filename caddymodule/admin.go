@@ -10,13 +10,12 @@ import (
 	"io"
 	"net/http"
 	"path"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
@@ -25,10 +24,6 @@ import (
 
 func init() {
 	caddy.RegisterModule(Admin{})
-	httpcaddyfile.RegisterHandlerDirective("api_users_admin", parseAdminDirective)
-	// After basic_auth and forward_auth, which name the caller, and with
-	// respond: the handler answers every request it gets.
-	httpcaddyfile.RegisterDirectiveOrder("api_users_admin", httpcaddyfile.Before, "respond")
 }
 
 // openAPIDocument describes every route of adminRoutes; a test keeps the
@@ -339,7 +334,10 @@ func (b okBody) MarshalJSON() ([]byte, error) {
 // fields, trailing data, bodies over 1 MiB, and what checkStrictJSON
 // refuses (duplicate keys, field names in another case, invalid UTF-8) are
 // refused with a message that names the field. An empty body leaves v as it is when optional.
-func (c *adminCall) readBody(v any, optional bool, fields []string) error {
+// The fields a request may send are those of v's JSON tags, so a field
+// added to a request's type is accepted and named in errors at once.
+func (c *adminCall) readBody(v any, optional bool) error {
+	fields := jsonFieldNames(reflect.TypeOf(v).Elem())
 	data, err := io.ReadAll(http.MaxBytesReader(c.w, c.r.Body, maxBodyBytes))
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
@@ -420,9 +418,6 @@ func jsonTypeName(goType string) string {
 	return "a " + goType
 }
 
-// userFields are the fields a create or update request may send.
-var userFields = []string{"username", "friendly_name", "description", "scopes", "roles", "allowed_endpoints", "allow_proxied_users", "allowed_proxied_users", "retired", "expires_at", "idle_timeout", "resource_constraints", "rate_limit"}
-
 // tenant is where a team route looks for users: the product of a product
 // route, else the org.
 func (c *adminCall) tenant() Tenant {
@@ -434,7 +429,7 @@ func (c *adminCall) tenant() Tenant {
 
 func (h *Admin) createUser(c *adminCall) (any, error) {
 	var spec UserSpec
-	if err := c.readBody(&spec, false, userFields); err != nil {
+	if err := c.readBody(&spec, false); err != nil {
 		return nil, err
 	}
 	u, iss, err := h.app.CreateUser(c.ctx, c.tenant(), &spec)
@@ -471,7 +466,7 @@ func (h *Admin) userHistory(c *adminCall) (any, error) {
 
 func (h *Admin) decide(c *adminCall) (any, error) {
 	var spec DecideSpec
-	if err := c.readBody(&spec, false, decideFields); err != nil {
+	if err := c.readBody(&spec, false); err != nil {
 		return nil, err
 	}
 	u, d, err := h.app.Explain(c.ctx, c.tenant(), c.r.PathValue("username"), spec)
@@ -496,7 +491,7 @@ func (h *Admin) getUser(c *adminCall) (any, error) {
 
 func (h *Admin) updateUser(c *adminCall) (any, error) {
 	var spec UserSpec
-	if err := c.readBody(&spec, false, userFields); err != nil {
+	if err := c.readBody(&spec, false); err != nil {
 		return nil, err
 	}
 	u, token, err := h.app.UpdateUser(c.ctx, c.tenant(), c.r.PathValue("username"), &spec)
@@ -519,7 +514,7 @@ func (h *Admin) deleteUser(c *adminCall) (any, error) {
 }
 
 func (h *Admin) rotateToken(c *adminCall) (any, error) {
-	if err := c.readBody(&struct{}{}, true, nil); err != nil {
+	if err := c.readBody(&struct{}{}, true); err != nil {
 		return nil, err
 	}
 	u, token, err := h.app.RotateToken(c.ctx, c.tenant(), c.r.PathValue("username"))
@@ -531,7 +526,7 @@ func (h *Admin) rotateToken(c *adminCall) (any, error) {
 }
 
 func (h *Admin) regenerateSecret(c *adminCall) (any, error) {
-	if err := c.readBody(&struct{}{}, true, nil); err != nil {
+	if err := c.readBody(&struct{}{}, true); err != nil {
 		return nil, err
 	}
 	u, secret, err := h.app.RegenerateSecret(c.ctx, c.tenant(), c.r.PathValue("username"))
@@ -544,7 +539,7 @@ func (h *Admin) regenerateSecret(c *adminCall) (any, error) {
 
 func (h *Admin) addKey(c *adminCall) (any, error) {
 	var spec KeySpec
-	if err := c.readBody(&spec, true, []string{"expires_at", "previous_keys_expire_at"}); err != nil {
+	if err := c.readBody(&spec, true); err != nil {
 		return nil, err
 	}
 	u, key, err := h.app.AddKey(c.ctx, c.tenant(), c.r.PathValue("username"), spec)
@@ -586,7 +581,7 @@ func (h *Admin) getRole(c *adminCall) (any, error) {
 
 func (h *Admin) putRole(c *adminCall) (any, error) {
 	var spec RoleSpec
-	if err := c.readBody(&spec, false, []string{"description", "scopes"}); err != nil {
+	if err := c.readBody(&spec, false); err != nil {
 		return nil, err
 	}
 	r, holders, err := h.app.PutRole(c.ctx, c.r.PathValue("name"), spec)
@@ -623,7 +618,7 @@ func (h *Admin) getOrg(c *adminCall) (any, error) {
 
 func (h *Admin) putOrg(c *adminCall) (any, error) {
 	var spec OrgSpec
-	if err := c.readBody(&spec, true, []string{"slug"}); err != nil {
+	if err := c.readBody(&spec, true); err != nil {
 		return nil, err
 	}
 	o, err := h.app.PutOrg(c.ctx, c.r.PathValue("org"), spec)
@@ -662,7 +657,7 @@ func (h *Admin) getProduct(c *adminCall) (any, error) {
 
 func (h *Admin) putProduct(c *adminCall) (any, error) {
 	var spec ProductSpec
-	if err := c.readBody(&spec, true, []string{"slug"}); err != nil {
+	if err := c.readBody(&spec, true); err != nil {
 		return nil, err
 	}
 	p, err := h.app.PutProduct(c.ctx, c.r.PathValue("org"), c.r.PathValue("product"), spec)
@@ -699,41 +694,8 @@ func nonNilSlice[T any](s []T) []T {
 	return s
 }
 
-// parseAdminDirective sets up the management handler:
-//
-//	api_users_admin {
-//		actor <placeholder>
-//	}
-func parseAdminDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	var a Admin
-	if err := a.UnmarshalCaddyfile(h.Dispenser); err != nil {
-		return nil, err
-	}
-	return &a, nil
-}
-
-// UnmarshalCaddyfile sets up the management handler from Caddyfile tokens.
-func (h *Admin) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the directive's name
-	if d.NextArg() {
-		return d.Errf("api_users_admin takes no arguments; mount it with handle or route, and protect it with bind, basic_auth or forward_auth")
-	}
-	for d.NextBlock(0) {
-		switch d.Val() {
-		case "actor":
-			if !d.AllArgs(&h.Actor) {
-				return d.Errf("actor takes one placeholder that names the caller, such as: actor {http.request.header.Remote-User}")
-			}
-		default:
-			return d.Errf("unknown api_users_admin setting %q: use actor", d.Val())
-		}
-	}
-	return nil
-}
-
 // Interface guards.
 var (
 	_ caddy.Provisioner           = (*Admin)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Admin)(nil)
-	_ caddyfile.Unmarshaler       = (*Admin)(nil)
 )

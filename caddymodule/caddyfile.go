@@ -21,6 +21,11 @@ func init() {
 	// Caddy's own basic_auth, so `api_users` then `reverse_proxy` in a site
 	// block works without a global `order` line.
 	httpcaddyfile.RegisterDirectiveOrder("api_users", httpcaddyfile.Before, "basic_auth")
+
+	httpcaddyfile.RegisterHandlerDirective("api_users_admin", parseAdminDirective)
+	// After basic_auth and forward_auth, which name the caller, and with
+	// respond: the handler answers every request it gets.
+	httpcaddyfile.RegisterDirectiveOrder("api_users_admin", httpcaddyfile.Before, "respond")
 }
 
 // parseGlobalOption sets up the api_users app from the global option:
@@ -274,26 +279,6 @@ func parsePositiveDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
 	return caddy.Duration(dur), nil
 }
 
-func (a *App) policyEndpoints() []policy.Endpoint {
-	eps := make([]policy.Endpoint, 0, len(a.Endpoints))
-	for _, e := range a.Endpoints {
-		eps = append(eps, policy.Endpoint{Name: e.Name, Methods: e.Methods, Path: e.Path, Scope: policy.Scope(e.Scope)})
-	}
-	return eps
-}
-
-func (a *App) tenancyConfig() ([]policy.Org, []policy.Product) {
-	var orgs []policy.Org
-	var products []policy.Product
-	for _, o := range a.Orgs {
-		orgs = append(orgs, policy.Org{ID: o.ID, Slug: o.Slug})
-		for _, p := range o.Products {
-			products = append(products, policy.Product{ID: p.ID, Slug: p.Slug, Org: o.ID})
-		}
-	}
-	return orgs, products
-}
-
 // parseGatewayDirective sets up the gateway handler:
 //
 //	api_users {
@@ -391,22 +376,41 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// validRoleName is the syntax of role names.
-func validRoleName(s string) bool {
-	if s == "" || len(s) > 64 || s[0] < 'a' || s[0] > 'z' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
-
 // Interface guards.
 var (
 	_ caddyfile.Unmarshaler = (*App)(nil)
 	_ caddyfile.Unmarshaler = (*Gateway)(nil)
+	_ caddyfile.Unmarshaler = (*Admin)(nil)
 )
+
+// parseAdminDirective sets up the management handler:
+//
+//	api_users_admin {
+//		actor <placeholder>
+//	}
+func parseAdminDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var a Admin
+	if err := a.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+// UnmarshalCaddyfile sets up the management handler from Caddyfile tokens.
+func (h *Admin) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive's name
+	if d.NextArg() {
+		return d.Errf("api_users_admin takes no arguments; mount it with handle or route, and protect it with bind, basic_auth or forward_auth")
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "actor":
+			if !d.AllArgs(&h.Actor) {
+				return d.Errf("actor takes one placeholder that names the caller, such as: actor {http.request.header.Remote-User}")
+			}
+		default:
+			return d.Errf("unknown api_users_admin setting %q: use actor", d.Val())
+		}
+	}
+	return nil
+}

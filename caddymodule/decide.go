@@ -25,9 +25,6 @@ type DecideSpec struct {
 	ProxiedUser *string `json:"proxied_user,omitempty"`
 }
 
-// decideFields are the fields of a decide request.
-var decideFields = []string{"method", "path", "proxied_user"}
-
 // DecisionView is what the gateway would decide, and why.
 type DecisionView struct {
 	Allowed     bool   `json:"allowed"`

@@ -2,8 +2,11 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 
+	"github.com/apiusers/caddy-api-users/caddymodule/store"
 	"github.com/apiusers/caddy-api-users/policy"
 )
 
@@ -49,4 +52,51 @@ func writeJSONError(w http.ResponseWriter, status int, code, description string)
 	h["Cache-Control"] = []string{"no-store"}
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(errorBody{Error: code, Description: description})
+}
+
+// FieldError is a validation failure of one field of a management request.
+// It becomes a 400 whose message names the field.
+type FieldError struct {
+	Field   string
+	Message string
+}
+
+func fieldErr(field, format string, args ...any) error {
+	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// NotFoundError says that what a management request names does not exist
+// where the request looks for it. It becomes a 404. For API users the
+// message is the same whether the user does not exist at all or lives in
+// another org or product, so a path never tells one tenant's operator about
+// another's users.
+type NotFoundError struct{ Message string }
+
+// ConflictError says that a valid request cannot be applied to the current
+// state: a taken name, a role still in use, an entry the Caddyfile defines.
+// It becomes a 409.
+type ConflictError struct{ Message string }
+
+func conflictErr(format string, args ...any) error {
+	return &ConflictError{Message: fmt.Sprintf(format, args...)}
+}
+
+// PreconditionError is a conditional change (If-Match) whose condition
+// does not hold: the user changed since the caller read it.
+type PreconditionError struct{ Message string }
+
+// storeErr turns the store's sentinel errors into the management errors
+// callers map to statuses; anything else means the store is unavailable.
+func storeErr(err error, notFound func() error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrNotFound) && notFound != nil:
+		return notFound()
+	case errors.Is(err, store.ErrConflict):
+		return conflictErr("the record changed while this request was writing it; send the request again")
+	case errors.Is(err, store.ErrInUse), errors.Is(err, store.ErrExists):
+		return &ConflictError{Message: err.Error()}
+	}
+	return err
 }

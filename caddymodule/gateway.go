@@ -203,51 +203,57 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 // each, and calls next only for an allowed request (or, with PassThrough, a
 // request without an API-user credential).
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	app := g.app
 	rec := auditRecord{start: time.Now(), method: r.Method, clientIP: clientIP(r)}
-	now := app.now()
-
-	// Step 1: an ambiguous request is refused before anything else. The
-	// path checked and matched is the one the upstream will receive.
-	path := r.URL.EscapedPath()
-	rec.path = path
+	now := g.app.now()
+	// The path checked and matched is the one the upstream will receive.
+	rec.path = r.URL.EscapedPath()
 	hdr := g.headers.scan(r.Header)
-	// The client sent bytes that net/http re-escaped (a raw "{", "|",
-	// "#", a non-ASCII byte...) when RawPath differs: the upstream would
-	// receive another path than the client wrote.
-	reescaped := r.URL.RawPath != "" && r.URL.RawPath != path
-	switch reason := unambiguous(r.Method, path, r.URL.RawQuery, reescaped, &hdr, requestsUpgrade(r)); reason {
-	case policy.Allowed:
-	case policy.MisplacedCredentials:
-		return g.refuseMisplaced(w, r, &rec)
-	default:
-		return g.refuse(w, r, &rec, reason, 0)
-	}
-	if r.Trailer != nil {
-		if reason := g.headers.declaredOverride(r.Trailer); reason != policy.Allowed {
-			return g.refuse(w, r, &rec, reason, 0)
-		}
-	}
 
+	// Step 1: an ambiguous request is refused before anything else.
+	if reason := g.unambiguousRequest(r, rec.path, &hdr); reason != policy.Allowed {
+		return g.deny(w, r, &rec, reason, 0)
+	}
 	// Step 2: authenticate.
 	cu, reason, retry := g.authenticate(r, &rec, now)
 	if reason == policy.MissingCredentials && g.PassThrough {
 		return g.passThrough(w, r, &rec, next)
 	}
-	switch reason {
-	case policy.Allowed:
-	case policy.LockedOut:
-		return g.refuse(w, r, &rec, reason, retry)
-	case policy.StoreUnavailable:
-		return g.refuse(w, r, &rec, reason, 0)
-	default:
-		return g.refuseAuth(w, r, &rec, reason)
+	if reason != policy.Allowed {
+		return g.deny(w, r, &rec, reason, retry)
 	}
+	// Steps 3 to 5, the user's own checks, and its rate limit.
+	d, reason, retry := g.decide(cu, &rec, &hdr, now)
+	if reason != policy.Allowed {
+		return g.deny(w, r, &rec, reason, retry)
+	}
+	// Step 6: forward with the identity the decision established.
+	g.forward(r, cu, &d, &rec)
+	return next.ServeHTTP(w, r)
+}
+
+// unambiguousRequest is step 1 on a request: unambiguous, then the
+// trailers the request declares.
+func (g *Gateway) unambiguousRequest(r *http.Request, path string, hdr *requestHeaders) policy.Reason {
+	// The client sent bytes that net/http re-escaped (a raw "{", "|",
+	// "#", a non-ASCII byte...) when RawPath differs: the upstream would
+	// receive another path than the client wrote.
+	reescaped := r.URL.RawPath != "" && r.URL.RawPath != path
+	if reason := unambiguous(r.Method, path, r.URL.RawQuery, reescaped, hdr, requestsUpgrade(r)); reason != policy.Allowed {
+		return reason
+	}
+	if r.Trailer != nil {
+		return g.headers.declaredOverride(r.Trailer)
+	}
+	return policy.Allowed
+}
+
+// decide is steps 3 to 5 for the authenticated user cu (endpoint, scope,
+// tenancy, proxied user, and the user's retired, expiry and idle checks),
+// then its rate limit; for a refusal by the rate limit, how long to wait.
+func (g *Gateway) decide(cu *cachedUser, rec *auditRecord, hdr *requestHeaders, now time.Time) (policy.Decision, policy.Reason, time.Duration) {
 	p := cu.p
 	rec.principal = p
-
-	// Steps 3 to 5, and the user's retired, expiry and idle checks.
-	req := policy.Request{Method: r.Method, Path: path}
+	req := policy.Request{Method: rec.method, Path: rec.path}
 	if hdr.proxiedCount > 0 {
 		req.HasProxiedUser = true
 		// A repeated header names no single user. It is decided as the
@@ -260,14 +266,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			}
 		}
 	}
-	v := app.view.Load()
+	v := g.app.view.Load()
 	d := policy.Decide(&req, p, v.catalog, v.tenancy, now, cu.lastSeen())
 	rec.endpoint = d.Endpoint
 	if d.Reason != policy.Allowed {
-		if d.Reason.Status() == http.StatusUnauthorized {
-			return g.refuseAuth(w, r, &rec, d.Reason)
-		}
-		return g.refuse(w, r, &rec, d.Reason, 0)
+		return d, d.Reason, 0
 	}
 	limit := p.User.RateLimit
 	if limit.Requests == 0 {
@@ -275,14 +278,19 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	if retry, ok := g.limiter.admit(p.User.ID, limit); !ok {
 		rec.product = cu.product
-		return g.refuse(w, r, &rec, policy.RateLimited, retry)
+		return d, policy.RateLimited, retry
 	}
-	app.touches.seen(p.User.ID, cu, now)
+	g.app.touches.seen(p.User.ID, cu, now)
+	return d, policy.Allowed, 0
+}
 
-	// Step 6: forward with the identity the decision established.
+// forward is step 6: it replaces the request's identity headers with the
+// ones decision d established for cu, publishes the identity to Caddy's
+// placeholders, variables and access log, and audits the decision.
+func (g *Gateway) forward(r *http.Request, cu *cachedUser, d *policy.Decision, rec *auditRecord) {
 	g.headers.strip(r.Header, false)
 	g.headers.guardTrailers(r)
-	u := p.User
+	u := cu.p.User
 	ai := &authInfo{
 		id: u.ID, org: u.Org, product: cu.product, proxiedUser: d.ProxiedUser,
 		acting: u.ID, endpoint: d.Endpoint.Name, credentialID: rec.credentialID,
@@ -295,7 +303,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	ai.setHeaders(r.Header, g.headers.proxiedCanon)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Map(ai.placeholder)
-	if app.adminHandlers.Load() > 0 {
+	if g.app.adminHandlers.Load() > 0 {
 		// Only the management handler reads it.
 		caddyhttp.SetVar(r.Context(), apiUserVarKey, ai)
 	}
@@ -311,8 +319,20 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	rec.status = http.StatusOK
-	g.decided(&rec, policy.Allowed)
-	return next.ServeHTTP(w, r)
+	g.decided(rec, policy.Allowed)
+}
+
+// deny answers a refused request by its reason: a credential outside
+// Authorization as refuseMisplaced, a failed authentication (401) as
+// refuseAuth, anything else as refuse, with retry as Retry-After.
+func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, rec *auditRecord, reason policy.Reason, retry time.Duration) error {
+	switch {
+	case reason == policy.MisplacedCredentials:
+		return g.refuseMisplaced(w, r, rec)
+	case reason.Status() == http.StatusUnauthorized:
+		return g.refuseAuth(w, r, rec, reason)
+	}
+	return g.refuse(w, r, rec, reason, retry)
 }
 
 // unambiguous is step 1, pure: it refuses a request that carries an

@@ -1,8 +1,12 @@
 package caddymodule
 
 import (
+	"context"
 	"sync"
 	"time"
+
+	"github.com/apiusers/caddy-api-users/policy"
+	"go.uber.org/zap"
 )
 
 // lastUsed collects the times users were last seen, to be written to the
@@ -67,4 +71,53 @@ func (cu *cachedUser) lastSeen() time.Time {
 		return time.Time{}
 	}
 	return time.Unix(0, n)
+}
+
+// flushLastUsedLoop writes last-used times every LastUsedInterval.
+func (a *App) flushLastUsedLoop(ctx context.Context) {
+	t := time.NewTicker(time.Duration(a.LastUsedInterval))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.flushLastUsed(ctx)
+		}
+	}
+}
+
+func (a *App) flushLastUsed(ctx context.Context) {
+	pending := a.touches.take()
+	if len(pending) == 0 {
+		return
+	}
+	if err := a.store.TouchUsers(ctx, pending); err != nil {
+		a.metrics.storeTouchUsers.Inc()
+		a.logger.Error("writing last-used times", zap.Int("users", len(pending)), zap.Error(err))
+		a.touches.putBack(pending)
+	}
+}
+
+// withLastSeen moves u's LastUsedAt forward to when this process's gateway
+// last saw the user: the store's record is written only every
+// last_used_interval, while the batch waiting for that write and the cache
+// entry know better.
+func (a *App) withLastSeen(u *policy.APIUser) *policy.APIUser {
+	seen := a.touches.pendingFor(u.ID)
+	if cu, ok := a.cache.users.Get(u.ID); ok && cu.p != nil && cu.lastSeen().After(seen) {
+		seen = cu.lastSeen()
+	}
+	if seen.After(u.LastUsedAt) {
+		u.LastUsedAt = seen.UTC()
+	}
+	return u
+}
+
+// pendingFor returns the last-used time of the user id still waiting to be
+// written to the store, or the zero time.
+func (l *lastUsed) pendingFor(id string) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.pending[id]
 }

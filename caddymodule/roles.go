@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 
 	"go.uber.org/zap"
 
@@ -23,14 +22,6 @@ import (
 // without replacing their access tokens: a role is a policy the operator
 // edits on purpose for many users, and replacing all their tokens would
 // take every one of them offline. To cut off a leaked token, rotate it.
-
-// catalogMu serialises this process's changes to roles, orgs and products,
-// so that the check that a change keeps the merged view valid and the
-// write are not interleaved with another change. A user write that gives
-// roles holds it for reading, so that a role cannot be deleted between the
-// check that it exists and the write that gives it (which would leave the
-// user a dangling name, and the rights of any role later created under it).
-var catalogMu sync.RWMutex
 
 // RoleSpec is what a PUT of a role sets: the whole role.
 type RoleSpec struct {
@@ -256,4 +247,18 @@ func (a *App) catalogChanged(ctx context.Context) error {
 		return fmt.Errorf("the change is stored, but rebuilding the catalog failed: %w", err)
 	}
 	return nil
+}
+
+// validRoleName is the syntax of role names.
+func validRoleName(s string) bool {
+	if s == "" || len(s) > 64 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }

@@ -86,13 +86,13 @@ func (s *SQLite) BulkCreateUsers(ctx context.Context, users []*policy.APIUser) e
 		}
 		defer insertKey.Close()
 		for _, u := range users {
-			args, err := userArgs(u)
+			args, err := userArgs(u, sqliteValues)
 			if err != nil {
 				return err
 			}
 			if _, err := insertUser.ExecContext(ctx, append([]any{u.ID}, args...)...); err != nil {
 				if isUniqueViolation(err) {
-					return userConflict(u, err)
+					return sqliteUserConflict(u, err)
 				}
 				return fmt.Errorf("bulk-creating API user %q: %w", u.ID, err)
 			}
@@ -127,7 +127,7 @@ func (s *Postgres) BulkCreateUsers(ctx context.Context, users []*policy.APIUser)
 	userRows := make([][]any, len(users))
 	var keyRows [][]any
 	for i, u := range users {
-		args, err := pgUserArgs(u)
+		args, err := userArgs(u, pgValues)
 		if err != nil {
 			return err
 		}

@@ -20,7 +20,7 @@ var (
 		for i := range binds {
 			binds[i] = fmt.Sprintf("$%d", i+1)
 		}
-		return "INSERT INTO users (" + userColumns + ") VALUES (" + strings.Join(binds, ", ") + ")"
+		return "INSERT INTO users (" + userColumns("") + ") VALUES (" + strings.Join(binds, ", ") + ")"
 	}()
 	pgUpdateUserSQL = func() string {
 		sets := make([]string, len(userFields))
@@ -34,12 +34,7 @@ var (
 	// pgSelectUsers reads users with their keys in one statement, so what
 	// it returns is one consistent snapshot without a transaction. The
 	// keys come as arrays in each user's order.
-	pgSelectUsers = `SELECT u.id, u.org, u.product, u.friendly_name, u.description,
-	u.scopes, u.roles, u.allowed_endpoints, u.allow_proxied_users, u.allowed_proxied_users,
-	u.resource_constraints, u.retired, u.expires_at, u.idle_timeout_ns,
-	u.created_at, u.updated_at, u.last_used_at, u.version,
-	u.token_hash, u.token_id, u.secret_hash,
-	u.rate_limit_requests, u.rate_limit_window_ns,
+	pgSelectUsers = "SELECT " + userColumns("u.") + `,
 	k.ids, k.hashes, k.created, k.expires
 FROM users u
 CROSS JOIN LATERAL (
@@ -49,65 +44,19 @@ CROSS JOIN LATERAL (
 ) k`
 )
 
-// pgUserArgs encodes u's fields in userFields order, in the types of the
-// PostgreSQL schema.
-func pgUserArgs(u *policy.APIUser) ([]any, error) {
-	var e encoder
-	args := []any{
-		u.Org, u.Product, u.FriendlyName, u.Description,
-		encodeList(&e, "scopes", u.Scopes),
-		encodeList(&e, "roles", u.Roles),
-		encodeList(&e, "allowed endpoints", u.AllowedEndpoints),
-		u.AllowProxiedUsers,
-		encodeList(&e, "allowed proxied users", u.AllowedProxiedUsers),
-		encodeConstraints(&e, u.ResourceConstraints),
-		u.Retired,
-		pgTime(u.ExpiresAt),
-		int64(u.IdleTimeout),
-		pgTime(u.CreatedAt),
-		pgTime(u.UpdatedAt),
-		pgTime(u.LastUsedAt),
-		u.Version,
-		e.hash(u.TokenHash),
-		u.TokenID,
-		e.hash(u.SecretHash),
-		int64(u.RateLimit.Requests), int64(u.RateLimit.Window),
-	}
-	if e.err != nil {
-		return nil, fmt.Errorf("API user %q: %w", u.ID, e.err)
-	}
-	return args, nil
-}
-
 // pgScanUser reads one row of pgSelectUsers.
 func pgScanUser(row pgx.Row) (*policy.APIUser, error) {
 	var (
-		u                                              policy.APIUser
-		scopes, roles, endpoints, proxied, constraints string
-		expires, created, updated, lastUsed            pgtype.Timestamptz
-		idle, rlRequests, rlWindow                     int64
-		tokenHash, secretHash                          []byte
-		keyIDs                                         []string
-		keyHashes                                      [][]byte
-		keyCreated, keyExpires                         []pgtype.Timestamptz
+		r                      userRow[pgtype.Timestamptz]
+		keyIDs                 []string
+		keyHashes              [][]byte
+		keyCreated, keyExpires []pgtype.Timestamptz
 	)
-	if err := row.Scan(&u.ID, &u.Org, &u.Product, &u.FriendlyName, &u.Description,
-		&scopes, &roles, &endpoints, &u.AllowProxiedUsers, &proxied,
-		&constraints, &u.Retired, &expires, &idle,
-		&created, &updated, &lastUsed, &u.Version,
-		&tokenHash, &u.TokenID, &secretHash,
-		&rlRequests, &rlWindow,
-		&keyIDs, &keyHashes, &keyCreated, &keyExpires); err != nil {
+	if err := row.Scan(append(r.dest(), &keyIDs, &keyHashes, &keyCreated, &keyExpires)...); err != nil {
 		return nil, err
 	}
-	u.RateLimit = decodeRateLimit(rlRequests, rlWindow)
-	u.ExpiresAt = pgDecodeTime(expires)
-	u.IdleTimeout = time.Duration(idle)
-	u.CreatedAt = pgDecodeTime(created)
-	u.UpdatedAt = pgDecodeTime(updated)
-	u.LastUsedAt = pgDecodeTime(lastUsed)
-
-	if err := decodeUserColumns(&u, userText{scopes, roles, endpoints, proxied, constraints}, tokenHash, secretHash); err != nil {
+	u, err := r.user(pgDecodeTime)
+	if err != nil {
 		return nil, err
 	}
 	if len(keyIDs) != len(keyHashes) || len(keyIDs) != len(keyCreated) || len(keyIDs) != len(keyExpires) {
@@ -115,13 +64,12 @@ func pgScanUser(row pgx.Row) (*policy.APIUser, error) {
 	}
 	for i, id := range keyIDs {
 		k := policy.Key{ID: id, CreatedAt: pgDecodeTime(keyCreated[i]), ExpiresAt: pgDecodeTime(keyExpires[i])}
-		var err error
 		if k.Hash, err = decodeHash(fmt.Sprintf("key %q of API user %q", id, u.ID), keyHashes[i]); err != nil {
 			return nil, err
 		}
 		u.Keys = append(u.Keys, k)
 	}
-	return &u, nil
+	return u, nil
 }
 
 // pgGetUser reads one user with its keys; forUpdate also locks its row
@@ -141,31 +89,20 @@ func pgGetUser(ctx context.Context, q pgQuerier, id string, forUpdate bool) (*po
 	return u, nil
 }
 
-// pgCheckTenancy makes sure u's org exists and its product, if any, is
-// one of that org's (see checkTenancy).
+// pgCheckTenancy is checkTenancy in tx.
 func pgCheckTenancy(ctx context.Context, tx pgx.Tx, u *policy.APIUser) error {
-	var n int
-	if err := tx.QueryRow(ctx, `SELECT count(*) FROM orgs WHERE id = $1`, u.Org).Scan(&n); err != nil {
-		return fmt.Errorf("API user %q: reading its org: %w", u.ID, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("API user %q: org %q: %w (create the org first)", u.ID, u.Org, ErrNotFound)
-	}
-	if u.Product == 0 {
-		return nil
-	}
-	var org string
-	err := tx.QueryRow(ctx, `SELECT org FROM products WHERE id = $1`, u.Product).Scan(&org)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("API user %q: product %d: %w (create the product first)", u.ID, u.Product, ErrNotFound)
-	}
-	if err != nil {
-		return fmt.Errorf("API user %q: reading its product: %w", u.ID, err)
-	}
-	if org != u.Org {
-		return fmt.Errorf("API user %q: product %d belongs to org %q, not %q: %w", u.ID, u.Product, org, u.Org, ErrNotFound)
-	}
-	return nil
+	return checkTenancy(u, func(org string) (bool, error) {
+		var n int
+		err := tx.QueryRow(ctx, `SELECT count(*) FROM orgs WHERE id = $1`, org).Scan(&n)
+		return n > 0, err
+	}, func(id int64) (string, error) {
+		var org string
+		err := tx.QueryRow(ctx, `SELECT org FROM products WHERE id = $1`, id).Scan(&org)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return "", ErrNotFound
+		}
+		return org, err
+	})
 }
 
 // pgWriteKeys replaces a user's keys with keys, in their order, in one
@@ -206,30 +143,18 @@ func pgWriteKeys(ctx context.Context, tx pgx.Tx, userID string, keys []policy.Ke
 
 // pgUserConflict explains a unique violation on the users table.
 func pgUserConflict(u *policy.APIUser, err error) error {
-	if constraint, _ := isPgError(err, pgUniqueViolation); constraint == "users_token_hash_key" {
-		return fmt.Errorf("API user %q: its access token hash is another user's: %w", u.ID, ErrExists)
-	}
-	return fmt.Errorf("API user %q: %w", u.ID, ErrExists)
+	constraint, _ := isPgError(err, pgUniqueViolation)
+	return userConflict(u, constraint == "users_token_hash_key")
 }
 
 // CreateUser implements Store.
 func (s *Postgres) CreateUser(ctx context.Context, u *policy.APIUser) error {
-	if u == nil {
-		return errors.New("creating an API user: no user given")
-	}
-	if err := validateUser(u); err != nil {
+	c, err := newUser(u, s.now)
+	if err != nil {
 		return err
 	}
-	c := *u
-	pgTruncateTimes(&c)
-	c.Version = 1
-	if c.CreatedAt.IsZero() {
-		c.CreatedAt = s.now()
-	}
-	if c.UpdatedAt.IsZero() {
-		c.UpdatedAt = c.CreatedAt
-	}
-	args, err := pgUserArgs(&c)
+	pgTruncateTimes(c)
+	args, err := userArgs(c, pgValues)
 	if err != nil {
 		return err
 	}
@@ -241,12 +166,12 @@ func (s *Postgres) CreateUser(ctx context.Context, u *policy.APIUser) error {
 		if n > 0 {
 			return fmt.Errorf("API user %q: %w", c.ID, ErrExists)
 		}
-		if err := pgCheckTenancy(ctx, tx, &c); err != nil {
+		if err := pgCheckTenancy(ctx, tx, c); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, pgInsertUserSQL, append([]any{c.ID}, args...)...)
 		if _, ok := isPgError(err, pgUniqueViolation); ok {
-			return pgUserConflict(&c, err)
+			return pgUserConflict(c, err)
 		}
 		if err != nil {
 			return fmt.Errorf("creating API user %q: %w", c.ID, err)
@@ -254,7 +179,7 @@ func (s *Postgres) CreateUser(ctx context.Context, u *policy.APIUser) error {
 		if err := pgWriteKeys(ctx, tx, c.ID, c.Keys); err != nil {
 			return err
 		}
-		if err := s.appendHistory(ctx, tx, c.ID, nil, &c); err != nil {
+		if err := s.appendHistory(ctx, tx, c.ID, nil, c); err != nil {
 			return err
 		}
 		return s.appendChange(ctx, tx, ChangeUser, c.ID)
@@ -263,7 +188,7 @@ func (s *Postgres) CreateUser(ctx context.Context, u *policy.APIUser) error {
 		return err
 	}
 	// The caller's user becomes what was stored, to the microsecond.
-	*u = c
+	*u = *c
 	return nil
 }
 
@@ -351,27 +276,15 @@ func (s *Postgres) ListUsers(ctx context.Context, f UserFilter) ([]*policy.APIUs
 			after = pgTimestamptz(f.AfterTime)
 		}
 	}
-	op, dir := ">", ""
-	if f.Desc {
-		op, dir = "<", " DESC"
-	}
-	if f.After != "" {
-		if key == "" {
-			conds = append(conds, "u.id "+op+" "+bind(f.After))
-		} else {
-			a := bind(after)
-			conds = append(conds, "("+key+" "+op+" "+a+" OR ("+key+" = "+a+" AND u.id "+op+" "+bind(f.After)+"))")
-		}
+	cursor, order := listOrder(&f, key, after, "u.id", bind)
+	if cursor != "" {
+		conds = append(conds, cursor)
 	}
 	q := pgSelectUsers
 	if len(conds) > 0 {
 		q += " WHERE " + strings.Join(conds, " AND ")
 	}
-	q += " ORDER BY "
-	if key != "" {
-		q += key + dir + ", "
-	}
-	q += "u.id" + dir
+	q += " ORDER BY " + order
 	if f.Limit > 0 {
 		q += " LIMIT " + bind(f.Limit)
 	}
@@ -415,14 +328,8 @@ func (s *Postgres) UpdateUser(ctx context.Context, id string, fn func(u *policy.
 			return err
 		}
 		read := u.Version
-		before := u.Clone()
-		if err := fn(u); err != nil {
-			return err
-		}
-		if u.ID != id {
-			return fmt.Errorf("API user %q: its ID cannot change (to %q); create a new user and delete this one instead", id, u.ID)
-		}
-		if err := validateUser(u); err != nil {
+		before, err := changeUser(u, id, fn)
+		if err != nil {
 			return err
 		}
 		if err := pgCheckTenancy(ctx, tx, u); err != nil {
@@ -431,7 +338,7 @@ func (s *Postgres) UpdateUser(ctx context.Context, id string, fn func(u *policy.
 		u.Version = read + 1
 		u.UpdatedAt = s.now()
 		pgTruncateTimes(u)
-		args, err := pgUserArgs(u)
+		args, err := userArgs(u, pgValues)
 		if err != nil {
 			return err
 		}
@@ -476,10 +383,8 @@ func (s *Postgres) DeleteUserIf(ctx context.Context, id string, check func(u *po
 			if err != nil {
 				return err
 			}
-			if check != nil {
-				if err := check(u.Clone()); err != nil {
-					return err
-				}
+			if err := checkDeletion(u, check); err != nil {
+				return err
 			}
 			deleted = u
 		}
@@ -591,14 +496,8 @@ func (s *Postgres) appendHistory(ctx context.Context, tx pgx.Tx, id string, befo
 	if e == nil || err != nil {
 		return err
 	}
-	nullable := func(b []byte) any {
-		if b == nil {
-			return nil
-		}
-		return string(b)
-	}
 	if _, err := tx.Exec(ctx, `INSERT INTO user_history (user_id, at, actor, action, detail, before, after) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb)`,
-		id, e.At, e.Actor, e.Action, e.Detail, nullable(e.Before), nullable(e.After)); err != nil {
+		id, e.At, e.Actor, e.Action, e.Detail, nullableText(e.Before), nullableText(e.After)); err != nil {
 		return fmt.Errorf("recording the history of API user %q: %w", id, err)
 	}
 	return nil

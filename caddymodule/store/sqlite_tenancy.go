@@ -229,21 +229,3 @@ func deleteOne(ctx context.Context, tx *sql.Tx, what, query string, args ...any)
 	}
 	return nil
 }
-
-// nullString keeps an empty slug as NULL, so any number of orgs or
-// products may have none under the UNIQUE constraint.
-func nullString(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
-
-func isDigits(s string) bool {
-	for _, r := range s {
-		if r < '0' || r > '9' {
-			return false
-		}
-	}
-	return s != ""
-}

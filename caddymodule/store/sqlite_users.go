@@ -12,83 +12,23 @@ import (
 	"github.com/apiusers/caddy-api-users/policy"
 )
 
-// userFields are the users columns after id, in the order userArgs gives
-// their values.
-var userFields = []string{
-	"org", "product", "friendly_name", "description",
-	"scopes", "roles", "allowed_endpoints",
-	"allow_proxied_users", "allowed_proxied_users", "resource_constraints",
-	"retired", "expires_at", "idle_timeout_ns",
-	"created_at", "updated_at", "last_used_at", "version",
-	"token_hash", "token_id", "secret_hash",
-	"rate_limit_requests", "rate_limit_window_ns",
-}
-
 var (
-	userColumns   = "id, " + strings.Join(userFields, ", ")
-	insertUserSQL = "INSERT INTO users (" + userColumns + ") VALUES (?" + strings.Repeat(", ?", len(userFields)) + ")"
-	updateUserSQL = "UPDATE users SET " + strings.Join(userFields, " = ?, ") + " = ? WHERE id = ? AND version = ?"
-	keyColumns    = "k.user_id, k.id, k.hash, k.created_at, k.expires_at"
+	sqliteUserColumns = userColumns("")
+	insertUserSQL     = "INSERT INTO users (" + sqliteUserColumns + ") VALUES (?" + strings.Repeat(", ?", len(userFields)) + ")"
+	updateUserSQL     = "UPDATE users SET " + strings.Join(userFields, " = ?, ") + " = ? WHERE id = ? AND version = ?"
+	keyColumns        = "k.user_id, k.id, k.hash, k.created_at, k.expires_at"
 )
-
-// userArgs encodes u's fields in userFields order.
-func userArgs(u *policy.APIUser) ([]any, error) {
-	var e encoder
-	args := []any{
-		u.Org, u.Product, u.FriendlyName, u.Description,
-		encodeList(&e, "scopes", u.Scopes),
-		encodeList(&e, "roles", u.Roles),
-		encodeList(&e, "allowed endpoints", u.AllowedEndpoints),
-		boolInt(u.AllowProxiedUsers),
-		encodeList(&e, "allowed proxied users", u.AllowedProxiedUsers),
-		encodeConstraints(&e, u.ResourceConstraints),
-		boolInt(u.Retired),
-		e.time("expiry", u.ExpiresAt),
-		int64(u.IdleTimeout),
-		e.time("creation time", u.CreatedAt),
-		e.time("update time", u.UpdatedAt),
-		e.time("last-used time", u.LastUsedAt),
-		u.Version,
-		e.hash(u.TokenHash),
-		u.TokenID,
-		e.hash(u.SecretHash),
-		int64(u.RateLimit.Requests), int64(u.RateLimit.Window),
-	}
-	if e.err != nil {
-		return nil, fmt.Errorf("API user %q: %w", u.ID, e.err)
-	}
-	return args, nil
-}
 
 // rowScanner is what *sql.Row and *sql.Rows have in common.
 type rowScanner interface{ Scan(dest ...any) error }
 
-// scanUser reads one row of userColumns, without keys.
+// scanUser reads one row of sqliteUserColumns, without keys.
 func scanUser(row rowScanner) (*policy.APIUser, error) {
-	var (
-		u                                              policy.APIUser
-		scopes, roles, endpoints, proxied, constraints string
-		expires, created, updated, lastUsed            sql.NullInt64
-		idle, rlRequests, rlWindow                     int64
-		tokenHash, secretHash                          []byte
-	)
-	if err := row.Scan(&u.ID, &u.Org, &u.Product, &u.FriendlyName, &u.Description,
-		&scopes, &roles, &endpoints, &u.AllowProxiedUsers, &proxied, &constraints,
-		&u.Retired, &expires, &idle, &created, &updated, &lastUsed, &u.Version,
-		&tokenHash, &u.TokenID, &secretHash, &rlRequests, &rlWindow); err != nil {
+	var r userRow[sql.NullInt64]
+	if err := row.Scan(r.dest()...); err != nil {
 		return nil, err
 	}
-	u.RateLimit = decodeRateLimit(rlRequests, rlWindow)
-	u.ExpiresAt = decodeTime(expires)
-	u.IdleTimeout = time.Duration(idle)
-	u.CreatedAt = decodeTime(created)
-	u.UpdatedAt = decodeTime(updated)
-	u.LastUsedAt = decodeTime(lastUsed)
-
-	if err := decodeUserColumns(&u, userText{scopes, roles, endpoints, proxied, constraints}, tokenHash, secretHash); err != nil {
-		return nil, err
-	}
-	return &u, nil
+	return r.user(decodeTime)
 }
 
 // loadKeys reads the keys of the users that from (a FROM ... WHERE clause
@@ -125,7 +65,7 @@ func loadKeys(ctx context.Context, q querier, from string, args ...any) (map[str
 
 // getUser reads one user with its keys.
 func getUser(ctx context.Context, q querier, id string) (*policy.APIUser, error) {
-	u, err := scanUser(q.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users WHERE id = ?", id))
+	u, err := scanUser(q.QueryRowContext(ctx, "SELECT "+sqliteUserColumns+" FROM users WHERE id = ?", id))
 	if errors.Is(err, sql.ErrNoRows) {
 		// The keys are read all the same, so that an unknown ID costs the
 		// two queries a known one does, and the time a failed sign-in
@@ -144,62 +84,20 @@ func getUser(ctx context.Context, q querier, id string) (*policy.APIUser, error)
 	return u, nil
 }
 
-// validateUser checks what the schema cannot express, or would report
-// less clearly.
-func validateUser(u *policy.APIUser) error {
-	switch {
-	case u.ID == "":
-		return errors.New("an API user needs an ID")
-	case u.Org == "":
-		return fmt.Errorf("API user %q needs an org", u.ID)
-	case u.Product < 0:
-		return fmt.Errorf("API user %q: product ID %d is negative; use 0 for an org-level user", u.ID, u.Product)
-	case u.IdleTimeout < 0:
-		return fmt.Errorf("API user %q: idle timeout %s is negative; use 0 for none", u.ID, u.IdleTimeout)
-	case u.RateLimit.Requests < 0 || u.RateLimit.Window < 0:
-		return fmt.Errorf("API user %q: rate limit %d per %s is negative; use 0 requests for none", u.ID, u.RateLimit.Requests, u.RateLimit.Window)
-	case u.RateLimit.Requests > 0 && u.RateLimit.Interval() <= 0:
-		return fmt.Errorf("API user %q: rate limit %d per %s has no time between requests; use a longer window", u.ID, u.RateLimit.Requests, u.RateLimit.Window)
-	}
-	seen := make(map[string]bool, len(u.Keys))
-	for i, k := range u.Keys {
-		if k.ID == "" {
-			return fmt.Errorf("API user %q: key %d has no ID", u.ID, i+1)
+// sqliteCheckTenancy is checkTenancy in tx.
+func sqliteCheckTenancy(ctx context.Context, tx *sql.Tx, u *policy.APIUser) error {
+	return checkTenancy(u, func(org string) (bool, error) {
+		var n int
+		err := tx.QueryRowContext(ctx, `SELECT count(*) FROM orgs WHERE id = ?`, org).Scan(&n)
+		return n > 0, err
+	}, func(id int64) (string, error) {
+		var org string
+		err := tx.QueryRowContext(ctx, `SELECT org FROM products WHERE id = ?`, id).Scan(&org)
+		if errors.Is(err, sql.ErrNoRows) {
+			return "", ErrNotFound
 		}
-		if seen[k.ID] {
-			return fmt.Errorf("API user %q lists key %q twice", u.ID, k.ID)
-		}
-		seen[k.ID] = true
-	}
-	return nil
-}
-
-// checkTenancy makes sure u's org exists and its product, if any, is one
-// of that org's: a user whose product belongs to another org could reach
-// that org's data.
-func checkTenancy(ctx context.Context, tx *sql.Tx, u *policy.APIUser) error {
-	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM orgs WHERE id = ?`, u.Org).Scan(&n); err != nil {
-		return fmt.Errorf("API user %q: reading its org: %w", u.ID, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("API user %q: org %q: %w (create the org first)", u.ID, u.Org, ErrNotFound)
-	}
-	if u.Product == 0 {
-		return nil
-	}
-	var org string
-	err := tx.QueryRowContext(ctx, `SELECT org FROM products WHERE id = ?`, u.Product).Scan(&org)
-	if errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("API user %q: product %d: %w (create the product first)", u.ID, u.Product, ErrNotFound)
-	}
-	if err != nil {
-		return fmt.Errorf("API user %q: reading its product: %w", u.ID, err)
-	}
-	if org != u.Org {
-		return fmt.Errorf("API user %q: product %d belongs to org %q, not %q: %w", u.ID, u.Product, org, u.Org, ErrNotFound)
-	}
-	return nil
+		return org, err
+	})
 }
 
 // writeKeys replaces a user's keys with keys, in their order.
@@ -224,31 +122,18 @@ func writeKeys(ctx context.Context, tx *sql.Tx, userID string, keys []policy.Key
 	return nil
 }
 
-// userConflict explains a UNIQUE violation on the users table.
-func userConflict(u *policy.APIUser, err error) error {
-	if strings.Contains(err.Error(), "users.token_hash") {
-		return fmt.Errorf("API user %q: its access token hash is another user's: %w", u.ID, ErrExists)
-	}
-	return fmt.Errorf("API user %q: %w", u.ID, ErrExists)
+// sqliteUserConflict explains a UNIQUE violation on the users table.
+func sqliteUserConflict(u *policy.APIUser, err error) error {
+	return userConflict(u, strings.Contains(err.Error(), "users.token_hash"))
 }
 
 // CreateUser implements Store.
 func (s *SQLite) CreateUser(ctx context.Context, u *policy.APIUser) error {
-	if u == nil {
-		return errors.New("creating an API user: no user given")
-	}
-	if err := validateUser(u); err != nil {
+	c, err := newUser(u, s.now)
+	if err != nil {
 		return err
 	}
-	c := *u
-	c.Version = 1
-	if c.CreatedAt.IsZero() {
-		c.CreatedAt = s.now()
-	}
-	if c.UpdatedAt.IsZero() {
-		c.UpdatedAt = c.CreatedAt
-	}
-	args, err := userArgs(&c)
+	args, err := userArgs(c, sqliteValues)
 	if err != nil {
 		return err
 	}
@@ -260,12 +145,12 @@ func (s *SQLite) CreateUser(ctx context.Context, u *policy.APIUser) error {
 		if n > 0 {
 			return fmt.Errorf("API user %q: %w", c.ID, ErrExists)
 		}
-		if err := checkTenancy(ctx, tx, &c); err != nil {
+		if err := sqliteCheckTenancy(ctx, tx, c); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, insertUserSQL, append([]any{c.ID}, args...)...)
 		if isUniqueViolation(err) {
-			return userConflict(&c, err)
+			return sqliteUserConflict(c, err)
 		}
 		if err != nil {
 			return fmt.Errorf("creating API user %q: %w", c.ID, err)
@@ -273,7 +158,7 @@ func (s *SQLite) CreateUser(ctx context.Context, u *policy.APIUser) error {
 		if err := writeKeys(ctx, tx, c.ID, c.Keys); err != nil {
 			return err
 		}
-		if err := s.appendHistory(ctx, tx, c.ID, nil, &c); err != nil {
+		if err := s.appendHistory(ctx, tx, c.ID, nil, c); err != nil {
 			return err
 		}
 		return s.appendChange(ctx, tx, ChangeUser, c.ID)
@@ -322,7 +207,7 @@ func (s *SQLite) ListUsers(ctx context.Context, f UserFilter) ([]*policy.APIUser
 	var args []any
 	bind := func(v any) string {
 		args = append(args, v)
-		return "?"
+		return fmt.Sprintf("?%d", len(args))
 	}
 	if f.Org != "" {
 		conds = append(conds, "org = "+bind(f.Org))
@@ -331,7 +216,8 @@ func (s *SQLite) ListUsers(ctx context.Context, f UserFilter) ([]*policy.APIUser
 		conds = append(conds, "product = "+bind(f.Product))
 	}
 	if f.Query != "" {
-		conds = append(conds, "(instr(lower(id), lower("+bind(f.Query)+")) > 0 OR instr(lower(friendly_name), lower("+bind(f.Query)+")) > 0)")
+		q := bind(f.Query)
+		conds = append(conds, "(instr(lower(id), lower("+q+")) > 0 OR instr(lower(friendly_name), lower("+q+")) > 0)")
 	}
 	if f.State != "" {
 		now := f.Now
@@ -354,34 +240,22 @@ func (s *SQLite) ListUsers(ctx context.Context, f UserFilter) ([]*policy.APIUser
 			after = f.AfterTime.UnixNano()
 		}
 	}
-	op, dir := ">", ""
-	if f.Desc {
-		op, dir = "<", " DESC"
-	}
-	if f.After != "" {
-		if key == "" {
-			conds = append(conds, "id "+op+" "+bind(f.After))
-		} else {
-			conds = append(conds, "("+key+" "+op+" "+bind(after)+" OR ("+key+" = "+bind(after)+" AND id "+op+" "+bind(f.After)+"))")
-		}
+	cursor, order := listOrder(&f, key, after, "id", bind)
+	if cursor != "" {
+		conds = append(conds, cursor)
 	}
 	selection := "FROM users"
 	if len(conds) > 0 {
 		selection += " WHERE " + strings.Join(conds, " AND ")
 	}
-	selection += " ORDER BY "
-	if key != "" {
-		selection += key + dir + ", "
-	}
-	selection += "id" + dir
+	selection += " ORDER BY " + order
 	if f.Limit > 0 {
-		selection += " LIMIT ?"
-		args = append(args, f.Limit)
+		selection += " LIMIT " + bind(f.Limit)
 	}
 
 	var users []*policy.APIUser
 	err := s.read(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, "SELECT "+userColumns+" "+selection, args...)
+		rows, err := tx.QueryContext(ctx, "SELECT "+sqliteUserColumns+" "+selection, args...)
 		if err != nil {
 			return fmt.Errorf("listing API users: %w", err)
 		}
@@ -434,28 +308,22 @@ func (s *SQLite) UpdateUser(ctx context.Context, id string, fn func(u *policy.AP
 			return err
 		}
 		read := u.Version
-		before := u.Clone()
-		if err := fn(u); err != nil {
+		before, err := changeUser(u, id, fn)
+		if err != nil {
 			return err
 		}
-		if u.ID != id {
-			return fmt.Errorf("API user %q: its ID cannot change (to %q); create a new user and delete this one instead", id, u.ID)
-		}
-		if err := validateUser(u); err != nil {
-			return err
-		}
-		if err := checkTenancy(ctx, tx, u); err != nil {
+		if err := sqliteCheckTenancy(ctx, tx, u); err != nil {
 			return err
 		}
 		u.Version = read + 1
 		u.UpdatedAt = s.now()
-		args, err := userArgs(u)
+		args, err := userArgs(u, sqliteValues)
 		if err != nil {
 			return err
 		}
 		res, err := tx.ExecContext(ctx, updateUserSQL, append(args, id, read)...)
 		if isUniqueViolation(err) {
-			return userConflict(u, err)
+			return sqliteUserConflict(u, err)
 		}
 		if err != nil {
 			return fmt.Errorf("updating API user %q: %w", id, err)
@@ -497,10 +365,8 @@ func (s *SQLite) DeleteUserIf(ctx context.Context, id string, check func(u *poli
 			if err != nil {
 				return err
 			}
-			if check != nil {
-				if err := check(u.Clone()); err != nil {
-					return err
-				}
+			if err := checkDeletion(u, check); err != nil {
+				return err
 			}
 			deleted = u
 		}
@@ -628,14 +494,8 @@ func (s *SQLite) appendHistory(ctx context.Context, tx *sql.Tx, id string, befor
 	if e == nil || err != nil {
 		return err
 	}
-	nullable := func(b []byte) any {
-		if b == nil {
-			return nil
-		}
-		return string(b)
-	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO user_history (user_id, at, actor, action, detail, before, after) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		id, e.At.UnixNano(), e.Actor, e.Action, e.Detail, nullable(e.Before), nullable(e.After)); err != nil {
+		id, e.At.UnixNano(), e.Actor, e.Action, e.Detail, nullableText(e.Before), nullableText(e.After)); err != nil {
 		return fmt.Errorf("recording the history of API user %q: %w", id, err)
 	}
 	return nil

@@ -134,6 +134,19 @@ func FullUser(id string) *policy.APIUser {
 	}
 }
 
+// zeroFields names the fields of u that hold their zero value, but for
+// Version, which the store sets.
+func zeroFields(u *policy.APIUser) []string {
+	v := reflect.ValueOf(u).Elem()
+	var zero []string
+	for i := range v.NumField() {
+		if name := v.Type().Field(i).Name; name != "Version" && v.Field(i).IsZero() {
+			zero = append(zero, name)
+		}
+	}
+	return zero
+}
+
 // minimalUser is a user with only what a user needs.
 func minimalUser(id, org string, product int64) *policy.APIUser {
 	return &policy.APIUser{ID: id, Org: org, Product: product, CreatedAt: instant(1, 0)}
@@ -226,6 +239,9 @@ func checkUTC(t *testing.T, u *policy.APIUser) {
 func testCreateGetRoundTrip(t *testing.T, s store.Store) {
 	Seed(t, s)
 	u := FullUser("fleet-sync")
+	if zero := zeroFields(u); len(zero) > 0 {
+		t.Fatalf("FullUser leaves %v zero: set every field, so that a driver that forgets a column fails this test", zero)
+	}
 	want := u.Clone()
 	want.Version = 1
 	create(t, s, u)
