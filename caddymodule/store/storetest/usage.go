@@ -294,6 +294,9 @@ func testAddUsageConcurrent(t *testing.T, stores []store.Store) {
 		}
 		checkHoursMatchDays(t, nodes[0], u, utcDay(10), utcDay(12))
 	}
+	if err := stores[0].Check(t.Context()); err != nil {
+		t.Errorf("Check after concurrent flushes: %v", err)
+	}
 }
 
 func testUsageRangeAndOrder(t *testing.T, stores []store.Store) {
