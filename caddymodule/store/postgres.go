@@ -349,7 +349,8 @@ func (s *Postgres) Check(ctx context.Context) error {
 	// An index left invalid by a failed CREATE INDEX CONCURRENTLY enforces
 	// no uniqueness.
 	if err := lines(`SELECT i.indexrelid::regclass::text FROM pg_index i
-		WHERE NOT i.indisvalid AND i.indrelid IN ('users'::regclass, 'keys'::regclass, 'orgs'::regclass, 'products'::regclass, 'roles'::regclass, 'changes'::regclass)`,
+		WHERE NOT i.indisvalid AND i.indrelid IN ('users'::regclass, 'keys'::regclass, 'orgs'::regclass, 'products'::regclass, 'roles'::regclass, 'changes'::regclass,
+			'usage_hourly'::regclass, 'usage_daily'::regclass, 'usage_counters'::regclass)`,
 		"index %s is invalid: REINDEX it"); err != nil {
 		return err
 	}

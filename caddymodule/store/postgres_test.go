@@ -45,6 +45,7 @@ func TestPostgres(t *testing.T) {
 	t.Run("CheckFindsDamage", func(t *testing.T) { testPostgresCheck(t, srv) })
 	t.Run("NoPasswordInErrors", func(t *testing.T) { testPostgresNoPasswordInErrors(t, srv) })
 	t.Run("BulkCreateUsers", func(t *testing.T) { testPostgresBulk(t, srv) })
+	t.Run("Usage", func(t *testing.T) { testPostgresUsage(t, srv) })
 }
 
 // testPostgresTwoHandles has two stores on one database, as two gateway
