@@ -88,6 +88,18 @@ type App struct {
 	// response. See AuditConfig.
 	Audit AuditConfig `json:"audit,omitempty"`
 
+	// RateLimits says what a rate limit counts: "node" (the default),
+	// each gateway node's own requests, so N nodes behind a load balancer
+	// admit up to N times the limit; or "cluster", the user's requests
+	// over every node sharing a PostgreSQL store, counted in fixed windows
+	// of the limit's length and exchanged every sync_interval (see
+	// counters.go for the bound on the error). "cluster" needs PostgreSQL:
+	// with SQLite one node is the whole cluster.
+	RateLimits string `json:"rate_limits,omitempty"`
+
+	// Usage says how usage counts are written and kept. See UsageConfig.
+	Usage UsageConfig `json:"usage,omitempty"`
+
 	store   store.Store
 	view    atomic.Pointer[view]
 	viewMu  sync.Mutex // serialises reloadView
@@ -117,6 +129,60 @@ type App struct {
 	downLogged time.Time    // follower goroutine only
 	pollOnly   bool         // tests: do not listen for announcements
 }
+
+// UsageConfig says how often usage counts are written to the store and
+// how long the store keeps them.
+type UsageConfig struct {
+	// FlushInterval is how often each node adds the usage it counted to
+	// the store. A node killed without a graceful stop loses at most this
+	// long of its own counts. Default: 10s.
+	FlushInterval caddy.Duration `json:"flush_interval,omitempty"`
+
+	// HourlyRetention is how long hourly buckets are kept. Default: 168h
+	// (a week).
+	HourlyRetention caddy.Duration `json:"hourly_retention,omitempty"`
+
+	// DailyRetention is how long daily buckets are kept. Default: 9600h
+	// (400 days).
+	DailyRetention caddy.Duration `json:"daily_retention,omitempty"`
+}
+
+// The defaults of UsageConfig.
+const (
+	defaultUsageFlushInterval   = 10 * time.Second
+	defaultUsageHourlyRetention = 7 * 24 * time.Hour
+	defaultUsageDailyRetention  = 400 * 24 * time.Hour
+)
+
+// check sets the defaults and refuses what cannot work, naming the fix.
+func (u *UsageConfig) check() error {
+	if u.FlushInterval == 0 {
+		u.FlushInterval = caddy.Duration(defaultUsageFlushInterval)
+	}
+	if u.HourlyRetention == 0 {
+		u.HourlyRetention = caddy.Duration(defaultUsageHourlyRetention)
+	}
+	if u.DailyRetention == 0 {
+		u.DailyRetention = caddy.Duration(defaultUsageDailyRetention)
+	}
+	switch {
+	case u.FlushInterval < caddy.Duration(100*time.Millisecond) || u.FlushInterval > caddy.Duration(time.Hour):
+		return fmt.Errorf("usage flush_interval %s is outside 100ms..1h: it bounds how much usage a crash loses; use a value such as 10s", time.Duration(u.FlushInterval))
+	case u.HourlyRetention < caddy.Duration(time.Hour):
+		return fmt.Errorf("usage hourly_retention %s is less than an hour: keep hourly buckets at least an hour, such as 168h", time.Duration(u.HourlyRetention))
+	case u.DailyRetention < caddy.Duration(24*time.Hour):
+		return fmt.Errorf("usage daily_retention %s is less than a day: keep daily buckets at least a day, such as 9600h", time.Duration(u.DailyRetention))
+	}
+	return nil
+}
+
+// clusterRates reports whether rate limits count over all nodes.
+func (a *App) clusterRates() bool { return a.RateLimits == rateLimitsCluster }
+
+const (
+	rateLimitsNode    = "node"
+	rateLimitsCluster = "cluster"
+)
 
 // StoreConfig selects and locates the store.
 type StoreConfig struct {
@@ -270,6 +336,18 @@ func (a *App) open(ctx context.Context) error {
 	if err := a.Audit.check(); err != nil {
 		return fmt.Errorf("api_users: %w", err)
 	}
+	if err := a.Usage.check(); err != nil {
+		return fmt.Errorf("api_users: %w", err)
+	}
+	switch a.RateLimits {
+	case "", rateLimitsNode:
+	case rateLimitsCluster:
+		if a.Store.Driver != "postgres" {
+			return fmt.Errorf("api_users: rate_limits cluster needs a store that several nodes share: use store postgres, or rate_limits node (with SQLite, one node is the whole cluster)")
+		}
+	default:
+		return fmt.Errorf("api_users: rate_limits %q: use node (each node counts its own requests) or cluster (the total over every node of a PostgreSQL store)", a.RateLimits)
+	}
 	if a.Cache.MaxUsers == 0 {
 		a.Cache.MaxUsers = defaultMaxUsers
 	}
@@ -373,10 +451,18 @@ func (a *App) Start() error {
 	q := newAuditQueue(a.Audit, a.metrics.auditDropped, a.logger)
 	q.start()
 	a.auditQ.Store(q)
-	a.wg.Add(3)
+	a.wg.Add(5)
 	go func() {
 		defer a.wg.Done()
 		a.followChanges(ctx)
+	}()
+	go func() {
+		defer a.wg.Done()
+		a.exchangeCountersLoop(ctx)
+	}()
+	go func() {
+		defer a.wg.Done()
+		a.flushUsageLoop(ctx)
 	}()
 	go func() {
 		defer a.wg.Done()
@@ -432,6 +518,8 @@ func (a *App) Stop() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	a.flushLastUsed(ctx)
+	a.flushUsage(ctx)
+	a.exchangeCounters(ctx)
 	return nil
 }
 

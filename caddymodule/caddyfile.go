@@ -47,6 +47,12 @@ func init() {
 //			max_pending <n>
 //			max_delay   <duration>
 //		}
+//		rate_limits node | cluster
+//		usage {
+//			flush_interval   <duration>
+//			hourly_retention <duration>
+//			daily_retention  <duration>
+//		}
 //		org <id> [<slug>] {
 //			product <id> <slug>
 //		}
@@ -258,8 +264,38 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if _, err := policy.NewCatalog(a.policyEndpoints()); err != nil {
 				return d.Errf("%v", err)
 			}
+		case "rate_limits":
+			if !d.AllArgs(&a.RateLimits) {
+				return d.Errf("rate_limits takes one value: node (each node counts its own requests, the default) or cluster (a user's total over every node of a PostgreSQL store)")
+			}
+			if a.RateLimits != rateLimitsNode && a.RateLimits != rateLimitsCluster {
+				return d.Errf("rate_limits %q: use node (each node counts its own requests) or cluster (a user's total over every node of a PostgreSQL store)", a.RateLimits)
+			}
+		case "usage":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				dur, err := parsePositiveDuration(d)
+				if err != nil {
+					return err
+				}
+				switch d.Val() {
+				case "flush_interval":
+					a.Usage.FlushInterval = dur
+				case "hourly_retention":
+					a.Usage.HourlyRetention = dur
+				case "daily_retention":
+					a.Usage.DailyRetention = dur
+				default:
+					return d.Errf("unknown usage setting %q: use flush_interval, hourly_retention or daily_retention", d.Val())
+				}
+				if err := (&UsageConfig{FlushInterval: a.Usage.FlushInterval, HourlyRetention: a.Usage.HourlyRetention, DailyRetention: a.Usage.DailyRetention}).check(); err != nil {
+					return d.Errf("%v", err)
+				}
+			}
 		default:
-			return d.Errf("unknown api_users setting %q: use store, cache, sync_interval, max_stale, last_used_interval, change_retention, audit, org, role or endpoint", d.Val())
+			return d.Errf("unknown api_users setting %q: use store, cache, sync_interval, max_stale, last_used_interval, change_retention, audit, rate_limits, usage, org, role or endpoint", d.Val())
 		}
 	}
 	return nil
@@ -286,6 +322,7 @@ func parsePositiveDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
 //		lockout <failures> <window> | off
 //		lockout_ipv6_prefix <bits>
 //		rate_limit <requests> <window>
+//		quota <requests> day | month
 //		pass_through
 //		audit_log <name>
 //	}
@@ -369,8 +406,21 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := g.RateLimit.check(); err != nil {
 				return d.Errf("%v", err)
 			}
+		case "quota":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("quota takes a number of requests and a period, such as: quota 100000 month (each API user may have 100000 requests allowed per calendar month, UTC)")
+			}
+			n, err := strconv.ParseInt(args[0], 10, 64)
+			if err != nil {
+				return d.Errf("quota requests %q: give a positive whole number, such as 100000", args[0])
+			}
+			g.Quota = &QuotaConfig{Requests: n, Period: args[1]}
+			if _, err := g.Quota.quota(); err != nil {
+				return d.Errf("%v", err)
+			}
 		default:
-			return d.Errf("unknown api_users setting %q: use proxied_user_header, lockout, lockout_ipv6_prefix, rate_limit, pass_through or audit_log (users, endpoints and the store go in the api_users global option)", d.Val())
+			return d.Errf("unknown api_users setting %q: use proxied_user_header, lockout, lockout_ipv6_prefix, rate_limit, quota, pass_through or audit_log (users, endpoints and the store go in the api_users global option)", d.Val())
 		}
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -92,6 +93,15 @@ type Gateway struct {
 	// N times the limit. Default: no limit, except users' own.
 	RateLimit *RateLimitConfig `json:"rate_limit,omitempty"`
 
+	// Quota, when set, is each API user's budget of allowed requests per
+	// calendar day or month (UTC), unless the user has a quota of its own.
+	// A request over it is refused with 429 quota_exceeded and a
+	// Retry-After header that points at the period's reset. The count is
+	// shared by every handler of the process and, with PostgreSQL, by
+	// every node of the store, within the bound counters.go states.
+	// Default: no quota, except users' own.
+	Quota *QuotaConfig `json:"quota,omitempty"`
+
 	// AuditLog, when set, names this handler's audit records apart:
 	// they go to the logger http.handlers.api_users.audit.<AuditLog>
 	// instead of http.handlers.api_users.audit, so an operator can route
@@ -106,7 +116,13 @@ type Gateway struct {
 	lockout *lockout // the process's (limits.go); nil when off
 	limiter *rateLimiter
 	limit   policy.RateLimit // the default, from RateLimit
-	logger  *zap.Logger
+	quota   policy.Quota     // the default, from Quota
+	// counters count quotas and, with rate_limits cluster, rate limits;
+	// usage counts decisions (limits.go).
+	counters *windowCounters
+	usage    *usageCounter
+	cluster  bool // rate_limits cluster
+	logger   *zap.Logger
 }
 
 // RateLimitConfig is a per-user request rate limit.
@@ -130,6 +146,28 @@ func (c *RateLimitConfig) check() error {
 		return fmt.Errorf("rate_limit %d per %s is finer than a nanosecond per request: use fewer requests or a longer window", c.Requests, time.Duration(c.Window))
 	}
 	return nil
+}
+
+// QuotaConfig is a per-user quota.
+type QuotaConfig struct {
+	// Requests is how many requests a user may have allowed per Period;
+	// at least 1.
+	Requests int64 `json:"requests"`
+
+	// Period is "day" or "month", calendar periods in UTC.
+	Period string `json:"period"`
+}
+
+// quota validates the quota, naming the fix, and returns it.
+func (c *QuotaConfig) quota() (policy.Quota, error) {
+	if c.Requests < 1 {
+		return policy.Quota{}, fmt.Errorf("quota requests %d: give a positive whole number, such as 100000", c.Requests)
+	}
+	p, ok := policy.ParseQuotaPeriod(c.Period)
+	if !ok {
+		return policy.Quota{}, fmt.Errorf("quota period %q: use day or month (calendar periods, UTC)", c.Period)
+	}
+	return policy.Quota{Requests: c.Requests, Period: p}, nil
 }
 
 // CaddyModule returns the Caddy module information.
@@ -191,8 +229,16 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		}
 		g.limit = policy.RateLimit{Requests: g.RateLimit.Requests, Window: time.Duration(g.RateLimit.Window)}
 	}
+	if g.Quota != nil {
+		if g.quota, err = g.Quota.quota(); err != nil {
+			return fmt.Errorf("api_users: %w", err)
+		}
+	}
 	// Users may have limits of their own even where the site sets none.
 	g.limiter = g.app.limits.limiter
+	g.counters = g.app.limits.counters
+	g.usage = g.app.limits.usage
+	g.cluster = g.app.clusterRates()
 	if len(g.app.Endpoints) == 0 {
 		g.logger.Warn("the endpoint catalog is empty, so every API-user request is refused; add endpoints to the api_users global option")
 	}
@@ -266,6 +312,9 @@ func (g *Gateway) decide(cu *cachedUser, rec *auditRecord, hdr *requestHeaders, 
 			}
 		}
 	}
+	if len(p.User.AllowedIPs) > 0 {
+		req.ClientIP = clientAddr(rec.clientIP)
+	}
 	v := g.app.view.Load()
 	d := policy.Decide(&req, p, v.catalog, v.tenancy, now, cu.lastSeen())
 	rec.endpoint = d.Endpoint
@@ -276,12 +325,44 @@ func (g *Gateway) decide(cu *cachedUser, rec *auditRecord, hdr *requestHeaders, 
 	if limit.Requests == 0 {
 		limit = g.limit
 	}
-	if retry, ok := g.limiter.admit(p.User.ID, limit); !ok {
+	if retry, ok := g.admitRate(p.User.ID, limit, now); !ok {
 		rec.product = cu.product
 		return d, policy.RateLimited, retry
 	}
+	quota := p.User.Quota
+	if quota.Requests == 0 {
+		quota = g.quota
+	}
+	if quota.Requests > 0 {
+		kind := counterQuotaDay
+		if quota.Period == policy.QuotaMonth {
+			kind = counterQuotaMonth
+		}
+		if _, end := quota.Window(now); !g.counters.admit(kind, p.User.ID, end, quota.Requests) {
+			rec.product = cu.product
+			return d, policy.QuotaExceeded, end.Sub(now)
+		}
+	}
 	g.app.touches.seen(p.User.ID, cu, now)
 	return d, policy.Allowed, 0
+}
+
+// admitRate decides one request of user under limit: by the process's
+// GCRA limiter (rate_limits node), or by the user's count over all nodes
+// in the fixed window that holds now (rate_limits cluster). For a refused
+// request it says how long to wait.
+func (g *Gateway) admitRate(user string, limit policy.RateLimit, now time.Time) (time.Duration, bool) {
+	if limit.Requests <= 0 {
+		return 0, true
+	}
+	if !g.cluster {
+		return g.limiter.admit(user, limit)
+	}
+	end := rateWindowEnd(now, limit.Window)
+	if !g.counters.admit(counterRate, user, end, int64(limit.Requests)) {
+		return end.Sub(now), false
+	}
+	return 0, true
 }
 
 // forward is step 6: it replaces the request's identity headers with the
@@ -473,6 +554,13 @@ func (g *Gateway) decided(rec *auditRecord, reason policy.Reason) {
 		endpoint = rec.endpoint.Index()
 	}
 	g.app.metrics.decided(endpoint, outcome, time.Since(rec.start))
+	if rec.principal != nil && !rec.passThrough {
+		name := ""
+		if rec.endpoint != nil {
+			name = rec.endpoint.Name
+		}
+		g.usage.add(rec.principal.User.ID, name, reason, rec.start)
+	}
 	g.app.writeAudit(g.audit, rec, reason)
 }
 
@@ -595,6 +683,19 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, rec *auditRecor
 	g.decided(rec, reason)
 	writeError(w, reason)
 	return nil
+}
+
+// clientAddr parses the client address clientIP found: an address, or an
+// address and port. What does not parse is the invalid address, which no
+// allowed_ips list holds.
+func clientAddr(s string) netip.Addr {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.WithZone("")
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().WithZone("")
+	}
+	return netip.Addr{}
 }
 
 // accessLogged reports whether the server handling r may write an access

@@ -25,8 +25,10 @@ import (
 // by the store, since users are only the same users within one store: two
 // apps on two stores in one process (tests do this) count apart.
 type processLimits struct {
-	lockout *lockout
-	limiter *rateLimiter
+	lockout  *lockout
+	limiter  *rateLimiter
+	counters *windowCounters // quotas and cluster rate limits (counters.go)
+	usage    *usageCounter   // usage not yet written to the store (usage.go)
 
 	// lockoutWindow is the longest lockout window of any handler that
 	// uses the table, which is how long pruning keeps a record.
@@ -44,9 +46,11 @@ var limitsPool = caddy.NewUsagePool()
 func loadLimits(key string, now func() time.Time) (*processLimits, error) {
 	v, _, err := limitsPool.LoadOrNew(key, func() (caddy.Destructor, error) {
 		pl := &processLimits{
-			lockout: newLockout(defaultLockoutClients, now),
-			limiter: newRateLimiter(now),
-			stop:    make(chan struct{}),
+			lockout:  newLockout(defaultLockoutClients, now),
+			limiter:  newRateLimiter(now),
+			counters: newWindowCounters(),
+			usage:    newUsageCounter(),
+			stop:     make(chan struct{}),
 		}
 		pl.lockoutWindow.Store(int64(defaultLockoutWindow))
 		pl.done.Add(1)

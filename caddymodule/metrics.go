@@ -22,6 +22,12 @@ import (
 //	caddy_api_users_store_errors_total{operation}
 //	caddy_api_users_store_sync_lag_seconds
 //	caddy_api_users_audit_dropped_total
+//	caddy_api_users_counter_exchange_duration_seconds
+//	caddy_api_users_usage_dropped_total
+//
+// Quota refusals are decisions_total{reason="quota_exceeded"}; a failed
+// exchange of quota and rate counts is store_errors_total{operation=
+// "exchange_counters"}, a failed usage flush {operation="flush_usage"}.
 //
 // No label grows with the number of users: endpoint names are bounded by
 // the catalog, reasons by the policy, and the rest are fixed sets. Caddy
@@ -54,6 +60,8 @@ const (
 	storeOpGetUser     = "get_user"
 	storeOpUserByToken = "user_by_token"
 	storeOpSyncChanges = "sync_changes"
+	storeOpUsage       = "flush_usage"
+	storeOpCounters    = "exchange_counters"
 	storeOpTouchUsers  = "touch_users"
 	storeOpPrune       = "prune_changes"
 )
@@ -81,6 +89,8 @@ type metrics struct {
 	storeErrors     *prometheus.CounterVec
 	syncLag         prometheus.GaugeFunc
 	auditDropped    prometheus.Counter
+	exchangeSeconds prometheus.Histogram
+	usageDropped    prometheus.Counter
 
 	// endpoints are the endpoint labels by policy.Endpoint.Index, then
 	// noEndpointLabel. cells holds a decision counter per endpoint label
@@ -93,6 +103,7 @@ type metrics struct {
 	cache cacheMetrics
 
 	storeGetUser, storeUserByToken, storeSyncChanges, storeTouchUsers, storePrune prometheus.Counter
+	storeUsage, storeCounters                                                     prometheus.Counter
 }
 
 type counterCell struct{ c prometheus.Counter }
@@ -172,6 +183,19 @@ func newMetrics(endpointNames []string, syncLag func() float64) *metrics {
 			Name:      "audit_dropped_total",
 			Help:      "Gateway decision records dropped because the audit queue stayed full (audit max_pending) for 10ms; each drop is also reported in the log.",
 		}),
+		exchangeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: metricsNamespace,
+			Subsystem: metricsSubsystem,
+			Name:      "counter_exchange_duration_seconds",
+			Help:      "Time each exchange of this node's quota and rate-limit counts with the store took (one every sync_interval, successful or not): how stale other nodes' counts can be here.",
+			Buckets:   prometheus.ExponentialBuckets(1e-4, 4, 9),
+		}),
+		usageDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace,
+			Subsystem: metricsSubsystem,
+			Name:      "usage_dropped_total",
+			Help:      "Usage counts dropped because the store stayed unreachable and the counts kept in memory reached their bound; each drop is also reported in the log.",
+		}),
 		endpoints: append(slices.Clone(endpointNames), noEndpointLabel),
 	}
 	m.cells = make([]atomic.Pointer[counterCell], len(m.endpoints)*len(outcomeCodes))
@@ -192,6 +216,8 @@ func (m *metrics) resolve() {
 	m.storeSyncChanges = m.storeErrors.WithLabelValues(storeOpSyncChanges)
 	m.storeTouchUsers = m.storeErrors.WithLabelValues(storeOpTouchUsers)
 	m.storePrune = m.storeErrors.WithLabelValues(storeOpPrune)
+	m.storeUsage = m.storeErrors.WithLabelValues(storeOpUsage)
+	m.storeCounters = m.storeErrors.WithLabelValues(storeOpCounters)
 	for i := range m.cells {
 		m.cells[i].Store(nil)
 	}
@@ -219,6 +245,12 @@ func (m *metrics) register(reg prometheus.Registerer) error {
 		return err
 	}
 	if m.auditDropped, err = registerOrReuse(reg, m.auditDropped); err != nil {
+		return err
+	}
+	if m.exchangeSeconds, err = registerOrReuse(reg, m.exchangeSeconds); err != nil {
+		return err
+	}
+	if m.usageDropped, err = registerOrReuse(reg, m.usageDropped); err != nil {
 		return err
 	}
 	m.resolve()

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -337,7 +338,8 @@ func tokenMustChange(before, after *policy.APIUser) bool {
 		!sameSet(before.AllowedEndpoints, after.AllowedEndpoints),
 		before.AllowProxiedUsers != after.AllowProxiedUsers,
 		!sameSet(before.AllowedProxiedUsers, after.AllowedProxiedUsers),
-		!sameConstraints(before.ResourceConstraints, after.ResourceConstraints):
+		!sameConstraints(before.ResourceConstraints, after.ResourceConstraints),
+		!samePrefixes(before.AllowedIPs, after.AllowedIPs):
 		return true
 	case before.Retired && !after.Retired,
 		later(before.ExpiresAt, after.ExpiresAt),
@@ -361,6 +363,20 @@ func longer(a, b time.Duration) bool {
 		return false
 	}
 	return b == 0 || b > a
+}
+
+// samePrefixes reports whether two allowed_ips lists hold the same
+// networks. Any change to them is a privilege change: narrowing one is
+// what an operator does when a credential may have leaked elsewhere.
+func samePrefixes(a, b []netip.Prefix) bool {
+	key := func(p []netip.Prefix) []string {
+		s := make([]string, len(p))
+		for i, x := range p {
+			s[i] = x.String()
+		}
+		return s
+	}
+	return sameSet(key(a), key(b))
 }
 
 func sameSet[T ~string](a, b []T) bool {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
@@ -29,6 +30,8 @@ type UserSpec struct {
 	ExpiresAt           *string              `json:"expires_at,omitempty"`   // RFC 3339; "" clears
 	IdleTimeout         *string              `json:"idle_timeout,omitempty"` // Go duration; "" or "0" clears
 	RateLimit           *UserRateLimit       `json:"rate_limit,omitempty"`   // requests 0 clears
+	Quota               *UserQuota           `json:"quota,omitempty"`        // requests 0 clears
+	AllowedIPs          *[]string            `json:"allowed_ips,omitempty"`  // CIDRs or addresses; [] clears
 	ResourceConstraints *map[string][]string `json:"resource_constraints,omitempty"`
 }
 
@@ -121,6 +124,20 @@ func (a *App) applySpec(u *policy.APIUser, spec *UserSpec) error {
 		}
 		u.RateLimit = rl
 	}
+	if spec.Quota != nil {
+		q, err := spec.Quota.parse()
+		if err != nil {
+			return err
+		}
+		u.Quota = q
+	}
+	if spec.AllowedIPs != nil {
+		prefixes, err := parseAllowedIPs("allowed_ips", *spec.AllowedIPs)
+		if err != nil {
+			return err
+		}
+		u.AllowedIPs = prefixes
+	}
 	if spec.ResourceConstraints != nil {
 		rc := map[string][]string{}
 		for name, values := range *spec.ResourceConstraints {
@@ -188,6 +205,90 @@ func (r *UserRateLimit) parse() (policy.RateLimit, error) {
 		return policy.RateLimit{}, fieldErr("rate_limit.window", "%q is not a duration from 1s to 8784h, such as 1m", r.Window)
 	}
 	return policy.RateLimit{Requests: r.Requests, Window: w}, nil
+}
+
+// UserQuota is an API user's own quota: at most Requests allowed requests
+// per Period ("day" or "month", calendar, UTC). It takes the place of the
+// gateway's quota for this user. In an update, Requests 0 removes the
+// user's own quota, so the gateway's applies again.
+type UserQuota struct {
+	Requests int64  `json:"requests"`
+	Period   string `json:"period,omitempty"`
+}
+
+// UnmarshalJSON reads a quota object, naming the field of any error as
+// quota.<name>.
+func (q *UserQuota) UnmarshalJSON(data []byte) error {
+	type plain UserQuota
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var v plain
+	if err := dec.Decode(&v); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &typeErr) && typeErr.Field != "":
+			return fieldErr("quota."+typeErr.Field, "must be %s, not %s", map[string]string{"requests": "a whole number", "period": "\"day\" or \"month\""}[typeErr.Field], typeErr.Value)
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			return fieldErr("quota."+name, "is not a field of a quota: use requests and period, such as {\"requests\": 100000, \"period\": \"month\"}")
+		}
+		return fieldErr("quota", "must be an object such as {\"requests\": 100000, \"period\": \"month\"}")
+	}
+	*q = UserQuota(v)
+	return nil
+}
+
+func (q *UserQuota) parse() (policy.Quota, error) {
+	if q.Requests == 0 {
+		return policy.Quota{}, nil
+	}
+	if q.Requests < 0 || q.Requests > 1_000_000_000_000 {
+		return policy.Quota{}, fieldErr("quota.requests", "%d is not a number of requests from 1 to 1000000000000 (or 0 to remove the user's own quota)", q.Requests)
+	}
+	p, ok := policy.ParseQuotaPeriod(q.Period)
+	if !ok {
+		return policy.Quota{}, fieldErr("quota.period", "%q is not a quota period: use \"day\" or \"month\" (calendar, UTC)", q.Period)
+	}
+	return policy.Quota{Requests: q.Requests, Period: p}, nil
+}
+
+// maxAllowedIPs bounds a user's allowed_ips; the check runs on every
+// request of the user.
+const maxAllowedIPs = 64
+
+// parseAllowedIPs reads allowed_ips: CIDRs such as 203.0.113.0/24 or
+// 2001:db8::/32, or single addresses (a /32 or /128). A prefix with host
+// bits set is refused rather than silently widened or narrowed.
+func parseAllowedIPs(field string, in []string) ([]netip.Prefix, error) {
+	if len(in) > maxAllowedIPs {
+		return nil, fieldErr(field, "lists %d networks; at most %d are allowed: use wider prefixes", len(in), maxAllowedIPs)
+	}
+	var out []netip.Prefix
+	for _, s := range in {
+		var p netip.Prefix
+		if strings.Contains(s, "/") {
+			var err error
+			if p, err = netip.ParsePrefix(s); err != nil {
+				return nil, fieldErr(field, "%q is not a CIDR such as 203.0.113.0/24 or 2001:db8::/32", s)
+			}
+			if p != p.Masked() {
+				return nil, fieldErr(field, "%q has host bits set: write the network, %s", s, p.Masked())
+			}
+		} else {
+			a, err := netip.ParseAddr(s)
+			if err != nil || a.Zone() != "" {
+				return nil, fieldErr(field, "%q is not an IP address or a CIDR such as 203.0.113.0/24 or 2001:db8::/32", s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if p.Addr().Is4In6() {
+			return nil, fieldErr(field, "%q is an IPv4-mapped IPv6 network: write it as IPv4", s)
+		}
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }
 
 // checkText checks a free-text field: valid UTF-8, at most max characters,

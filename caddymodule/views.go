@@ -28,6 +28,8 @@ type UserView struct {
 	ExpiresAt           *time.Time          `json:"expires_at"`
 	IdleTimeout         string              `json:"idle_timeout"`
 	RateLimit           *UserRateLimit      `json:"rate_limit"` // null: the gateway's rate_limit applies
+	Quota               *UserQuota          `json:"quota"`      // null: the gateway's quota applies
+	AllowedIPs          []string            `json:"allowed_ips"`
 	CreatedAt           time.Time           `json:"created_at"`
 	UpdatedAt           time.Time           `json:"updated_at"`
 	LastUsedAt          *time.Time          `json:"last_used_at"`
@@ -104,6 +106,13 @@ func viewOf(u *policy.APIUser) UserView {
 	}
 	if u.RateLimit.Requests > 0 {
 		v.RateLimit = &UserRateLimit{Requests: u.RateLimit.Requests, Window: u.RateLimit.Window.String()}
+	}
+	if u.Quota.Requests > 0 {
+		v.Quota = &UserQuota{Requests: u.Quota.Requests, Period: u.Quota.Period.String()}
+	}
+	v.AllowedIPs = make([]string, len(u.AllowedIPs))
+	for i, p := range u.AllowedIPs {
+		v.AllowedIPs[i] = p.String()
 	}
 	if u.IdleTimeout != 0 {
 		v.IdleTimeout = u.IdleTimeout.String()

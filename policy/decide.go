@@ -1,6 +1,9 @@
 package policy
 
-import "time"
+import (
+	"net/netip"
+	"time"
+)
 
 // Request is what a decision needs to know about a gateway request.
 type Request struct {
@@ -11,6 +14,9 @@ type Request struct {
 	// ProxiedUser is the value of the proxied-user header, if HasProxiedUser.
 	ProxiedUser    string
 	HasProxiedUser bool
+	// ClientIP is the client address, checked against the user's
+	// allowed_ips; it is only read for a user that has some.
+	ClientIP netip.Addr
 }
 
 // Decision is the outcome of Decide, with what the audit log and the
@@ -41,7 +47,7 @@ func (d *Decision) Allowed() bool {
 //
 //  1. CheckPath (again: the caller runs it before authenticating, but the
 //     tree must never see an ambiguous path, so Decide does not rely on it);
-//  2. p.Active;
+//  2. p.Active, then the user's allowed_ips (IPNotAllowed);
 //  3. the catalog match, NoEndpoint without one;
 //  4. p.Authorize;
 //  5. p.CheckProxiedUser, when the request names a proxied user.
@@ -58,6 +64,10 @@ func Decide(req *Request, p *Principal, c *Catalog, t *Tenancy, now, lastUsed ti
 		return d
 	}
 	if d.Reason = p.Active(now, lastUsed); d.Reason != Allowed {
+		return d
+	}
+	if !p.User.IPAllowed(req.ClientIP) {
+		d.Reason = IPNotAllowed
 		return d
 	}
 	if c == nil {

@@ -29,6 +29,9 @@ const (
 	Expired
 	IdleExpired
 	LockedOut // too many failures from this client address
+	// IPNotAllowed: the user has allowed_ips and the client address is
+	// outside them. Decided right after the user is known to be active.
+	IPNotAllowed
 
 	// Step 3: the endpoint catalog.
 	NoEndpoint // no endpoint in the catalog matches method and path
@@ -45,6 +48,9 @@ const (
 
 	// After the decision: the user's request rate.
 	RateLimited // the API user sent more requests than its rate limit allows
+	// QuotaExceeded: the API user has used up its quota for the day or
+	// the month.
+	QuotaExceeded
 
 	// Failures of the gateway itself, never of the client.
 	StoreUnavailable
@@ -69,6 +75,7 @@ var reasonInfo = [numReasons]struct {
 	Expired:               {"user_expired", http.StatusUnauthorized, "the API user has expired"},
 	IdleExpired:           {"user_idle_expired", http.StatusUnauthorized, "the API user expired after being idle too long"},
 	LockedOut:             {"too_many_failures", http.StatusTooManyRequests, "too many failed authentication attempts from this address; retry later"},
+	IPNotAllowed:          {"ip_not_allowed", http.StatusForbidden, "the API user may not be used from this client address"},
 	NoEndpoint:            {"no_endpoint", http.StatusForbidden, "no endpoint in the catalog matches this method and path"},
 	EndpointNotAllowed:    {"endpoint_not_allowed", http.StatusForbidden, "the API user may not use this endpoint"},
 	InsufficientScope:     {"insufficient_scope", http.StatusForbidden, "the API user lacks the scope this endpoint requires"},
@@ -77,6 +84,7 @@ var reasonInfo = [numReasons]struct {
 	ProxiedUserNotAllowed: {"proxied_user_not_allowed", http.StatusForbidden, "the API user may not act on behalf of this user"},
 	InvalidProxiedUser:    {"invalid_proxied_user", http.StatusForbidden, "the proxied-user header is not a valid user ID"},
 	RateLimited:           {"rate_limited", http.StatusTooManyRequests, "the API user has sent too many requests; retry after the time Retry-After gives"},
+	QuotaExceeded:         {"quota_exceeded", http.StatusTooManyRequests, "the API user has used up its quota for this period; retry after the time Retry-After gives, when the period resets"},
 	StoreUnavailable:      {"store_unavailable", http.StatusServiceUnavailable, "the credential store is unavailable; try again later"},
 }
 

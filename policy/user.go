@@ -2,6 +2,7 @@ package policy
 
 import (
 	"maps"
+	"net/netip"
 	"slices"
 	"time"
 )
@@ -39,6 +40,15 @@ type APIUser struct {
 	// RateLimit is the user's own request rate limit; zero Requests: none
 	// of its own, so the gateway's rate_limit, if any, applies.
 	RateLimit RateLimit
+
+	// Quota is the most requests the user may have allowed per day or per
+	// month; zero Requests: none of its own, so the gateway's quota, if
+	// any, applies.
+	Quota Quota
+
+	// AllowedIPs, when not empty, are the only client networks the user
+	// may be used from (see IPAllowed).
+	AllowedIPs []netip.Prefix
 
 	CreatedAt  time.Time
 	UpdatedAt  time.Time
@@ -92,6 +102,7 @@ func (u *APIUser) Clone() *APIUser {
 	c.Roles = slices.Clone(u.Roles)
 	c.AllowedEndpoints = slices.Clone(u.AllowedEndpoints)
 	c.AllowedProxiedUsers = slices.Clone(u.AllowedProxiedUsers)
+	c.AllowedIPs = slices.Clone(u.AllowedIPs)
 	c.Keys = slices.Clone(u.Keys)
 	if u.ResourceConstraints != nil {
 		c.ResourceConstraints = maps.Clone(u.ResourceConstraints)

@@ -7,6 +7,25 @@
 // PostgreSQL, at once through ChangeListener) and invalidate their caches;
 // a write that is acknowledged has been committed durably, and two writers
 // changing the same user concurrently never lose either change.
+//
+// # Adding a field to API users
+//
+// A user field is written in these places, and a test fails for each one
+// that is forgotten:
+//
+//  1. policy.APIUser, and APIUser.Clone if the field holds a slice or map.
+//  2. A migration in both dialects, migrations/sqlite/000N_*.sql and
+//     migrations/postgres/000N_*.sql, with the same number.
+//  3. In users.go (this package): userFields, userArgs and userRow (dest
+//     and user); validateUser if the schema cannot check the value. Both
+//     drivers read and write users through these alone.
+//  4. storetest.FullUser sets the field: the suite fails while FullUser
+//     leaves any field zero, and its round trip fails for a driver that
+//     forgets the column.
+//  5. In caddymodule: UserSpec and applySpec (userspec.go) if the
+//     management API sets it, and tokenMustChange (users.go) if widening
+//     it is a privilege change; userView (views.go); openapi.json; the CLI's
+//     flags and printUser.
 package store
 
 import (

@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -25,6 +26,7 @@ var userFields = []string{
 	"created_at", "updated_at", "last_used_at", "version",
 	"token_hash", "token_id", "secret_hash",
 	"rate_limit_requests", "rate_limit_window_ns",
+	"quota_requests", "quota_period", "allowed_ips",
 }
 
 // userColumns lists the users columns, prefixed with table (say "u."), in
@@ -74,6 +76,8 @@ func userArgs(u *policy.APIUser, v valueEncoding) ([]any, error) {
 		u.TokenID,
 		e.hash(u.SecretHash),
 		int64(u.RateLimit.Requests), int64(u.RateLimit.Window),
+		u.Quota.Requests, quotaPeriodText(u.Quota),
+		encodeList(&e, "allowed IPs", u.AllowedIPs),
 	}
 	if e.err != nil {
 		return nil, fmt.Errorf("API user %q: %w", u.ID, e.err)
@@ -89,6 +93,8 @@ type userRow[T any] struct {
 	expires, created, updated, lastUsed            T
 	idle, rlRequests, rlWindow                     int64
 	tokenHash, secretHash                          []byte
+	quotaRequests                                  int64
+	quotaPeriod, allowedIPs                        string
 }
 
 // dest is where a scan puts the columns, in userColumns order.
@@ -96,7 +102,8 @@ func (r *userRow[T]) dest() []any {
 	return []any{&r.u.ID, &r.u.Org, &r.u.Product, &r.u.FriendlyName, &r.u.Description,
 		&r.scopes, &r.roles, &r.endpoints, &r.u.AllowProxiedUsers, &r.proxied, &r.constraints,
 		&r.u.Retired, &r.expires, &r.idle, &r.created, &r.updated, &r.lastUsed, &r.u.Version,
-		&r.tokenHash, &r.u.TokenID, &r.secretHash, &r.rlRequests, &r.rlWindow}
+		&r.tokenHash, &r.u.TokenID, &r.secretHash, &r.rlRequests, &r.rlWindow,
+		&r.quotaRequests, &r.quotaPeriod, &r.allowedIPs}
 }
 
 // user decodes the scanned row, reading times with decodeTime. A column
@@ -110,10 +117,38 @@ func (r *userRow[T]) user(decodeTime func(T) time.Time) (*policy.APIUser, error)
 	u.CreatedAt = decodeTime(r.created)
 	u.UpdatedAt = decodeTime(r.updated)
 	u.LastUsedAt = decodeTime(r.lastUsed)
+	var err error
+	if u.Quota, err = decodeQuota(u.ID, r.quotaRequests, r.quotaPeriod); err != nil {
+		return nil, err
+	}
+	if u.AllowedIPs, err = decodeList[netip.Prefix](fmt.Sprintf("the allowed IPs of API user %q", u.ID), r.allowedIPs); err != nil {
+		return nil, err
+	}
 	if err := decodeUserColumns(&u, userText{r.scopes, r.roles, r.endpoints, r.proxied, r.constraints}, r.tokenHash, r.secretHash); err != nil {
 		return nil, err
 	}
 	return &u, nil
+}
+
+// quotaPeriodText is the quota_period column: "" without a quota.
+func quotaPeriodText(q policy.Quota) string {
+	if q.Requests <= 0 {
+		return ""
+	}
+	return q.Period.String()
+}
+
+// decodeQuota reads the two quota columns; zero requests is no quota of
+// the user's own.
+func decodeQuota(id string, requests int64, period string) (policy.Quota, error) {
+	if requests <= 0 {
+		return policy.Quota{}, nil
+	}
+	p, ok := policy.ParseQuotaPeriod(period)
+	if !ok {
+		return policy.Quota{}, fmt.Errorf("the quota of API user %q has an unknown period %q", id, period)
+	}
+	return policy.Quota{Requests: requests, Period: p}, nil
 }
 
 // validateUser checks what the schema cannot express, or would report
@@ -132,6 +167,15 @@ func validateUser(u *policy.APIUser) error {
 		return fmt.Errorf("API user %q: rate limit %d per %s is negative; use 0 requests for none", u.ID, u.RateLimit.Requests, u.RateLimit.Window)
 	case u.RateLimit.Requests > 0 && u.RateLimit.Interval() <= 0:
 		return fmt.Errorf("API user %q: rate limit %d per %s has no time between requests; use a longer window", u.ID, u.RateLimit.Requests, u.RateLimit.Window)
+	case u.Quota.Requests < 0:
+		return fmt.Errorf("API user %q: quota %d is negative; use 0 for none", u.ID, u.Quota.Requests)
+	case u.Quota.Requests > 0 && u.Quota.Period.String() == "":
+		return fmt.Errorf("API user %q: quota %d has no period; use day or month", u.ID, u.Quota.Requests)
+	}
+	for _, p := range u.AllowedIPs {
+		if !p.IsValid() || p != p.Masked() {
+			return fmt.Errorf("API user %q: allowed IP prefix %s is not a network address in CIDR form", u.ID, p)
+		}
 	}
 	seen := make(map[string]bool, len(u.Keys))
 	for i, k := range u.Keys {

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strconv"
@@ -121,6 +122,8 @@ func FullUser(id string) *policy.APIUser {
 		ExpiresAt:           instant(20, 123456),
 		IdleTimeout:         90*time.Minute + 15*time.Second,
 		RateLimit:           policy.RateLimit{Requests: 120, Window: 90 * time.Second},
+		Quota:               policy.Quota{Requests: 100_000, Period: policy.QuotaMonth},
+		AllowedIPs:          []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8:1::/48")},
 		CreatedAt:           instant(1, 1),
 		UpdatedAt:           instant(2, 999999),
 		LastUsedAt:          instant(3, 500000),
