@@ -802,13 +802,10 @@ func TestAdminAudit(t *testing.T) {
 		return out
 	}()...)
 	var recs []map[string]any
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if recs = a.auditRecords(); len(recs) >= len(want) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	within(5*time.Second, func() bool {
+		recs = a.auditRecords()
+		return len(recs) >= len(want)
+	})
 	var got []string
 	for _, rec := range recs {
 		got = append(got, fmt.Sprint(rec["action"]))
@@ -843,9 +840,10 @@ func TestAdminAuditActorIsClientAddress(t *testing.T) {
 	a := startAdmin(t, adminOptions{})
 	a.must("PUT", "/v1/roles/auditor", map[string]any{"scopes": []string{"events:get"}}, nil)
 	var recs []map[string]any
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && len(recs) == 0; time.Sleep(20 * time.Millisecond) {
+	within(5*time.Second, func() bool {
 		recs = a.auditRecords()
-	}
+		return len(recs) > 0
+	})
 	if len(recs) != 1 || recs[0]["by"] != "127.0.0.1" || recs[0]["action"] != "put_role" || recs[0]["role"] != "auditor" {
 		t.Fatalf("audit records %v", recs)
 	}

@@ -12,9 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 )
 
 // testAdmin is a real Caddy, loaded in this process from a Caddyfile, with
@@ -78,27 +75,12 @@ http://127.0.0.1:%d {
 	}
 }
 `, auditPath, dbPath, testCatalog, opts.appExtra, port, gatewaySite, adminPort, opts.adminSite, opts.adminBlock)
-	cfgJSON, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile"})
-	if err != nil {
-		t.Fatalf("adapting the Caddyfile: %v\n%s", err, caddyfile)
-	}
-	if err := caddy.Load(cfgJSON, true); err != nil {
-		t.Fatalf("loading the config: %v\n%s", err, caddyfile)
-	}
-	t.Cleanup(func() {
-		if err := caddy.Stop(); err != nil {
-			t.Errorf("stopping caddy: %v", err)
-		}
-	})
-	appIface, err := caddy.ActiveContext().App("api_users")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, app := loadCaddyfile(t, caddyfile)
 	g := &testGateway{
 		t:        t,
 		url:      fmt.Sprintf("http://127.0.0.1:%d", port),
 		upstream: up,
-		app:      appIface.(*App),
+		app:      app,
 		dbPath:   dbPath,
 		client:   &http.Client{Timeout: 10 * time.Second},
 	}

@@ -160,18 +160,16 @@ func (u *advUpstream) addr() string { return u.ln.Addr().String() }
 // say) is recorded only when its connection ends, so take first waits for
 // every accepted connection to be recorded or to end empty.
 func (u *advUpstream) take() []advHit {
-	deadline := time.Now().Add(2 * time.Second)
-	for {
+	within(2*time.Second, func() bool {
 		u.mu.Lock()
-		if u.inFlight == 0 || time.Now().After(deadline) {
-			h := u.hits
-			u.hits = nil
-			u.mu.Unlock()
-			return h
-		}
-		u.mu.Unlock()
-		time.Sleep(time.Millisecond)
-	}
+		defer u.mu.Unlock()
+		return u.inFlight == 0
+	})
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	h := u.hits
+	u.hits = nil
+	return h
 }
 
 func (u *advUpstream) count() int {

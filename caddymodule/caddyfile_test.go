@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 
@@ -67,45 +66,6 @@ func TestCaddyfileErrorsNameLineAndFix(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// TestCaddyfileExampleAdapts checks the shipped example adapts to the app
-// and handlers the README describes, with no global order line.
-func TestCaddyfileExampleAdapts(t *testing.T) {
-	out, err := adaptCaddyfile(t, mustRead(t, "../Caddyfile.example"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg struct {
-		Apps struct {
-			APIUsers App `json:"api_users"`
-			HTTP     json.RawMessage
-		} `json:"apps"`
-	}
-	if err := json.Unmarshal(out, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	app := &cfg.Apps.APIUsers
-	if len(app.Endpoints) < 7 || len(app.Orgs) != 2 {
-		t.Fatalf("example has %d endpoints and %d orgs", len(app.Endpoints), len(app.Orgs))
-	}
-	scopes := map[string]bool{}
-	for _, e := range app.Endpoints {
-		scopes[e.Scope] = true
-	}
-	for _, s := range []string{"devices:list", "devices:get", "devices:update", "devices.function:call", "devices.variable:get", "events:get", "events:send"} {
-		if !scopes[s] {
-			t.Errorf("example catalog lacks scope %s", s)
-		}
-	}
-	for _, h := range []string{`"handler":"api_users"`, `"handler":"reverse_proxy"`, `"handler":"api_users_echo"`} {
-		if !strings.Contains(string(cfg.Apps.HTTP), h) {
-			t.Errorf("example's http app lacks %s", h)
-		}
-	}
-	if strings.Index(string(cfg.Apps.HTTP), `"handler":"api_users"`) > strings.Index(string(cfg.Apps.HTTP), `"handler":"reverse_proxy"`) {
-		t.Error("api_users does not run before reverse_proxy")
 	}
 }
 

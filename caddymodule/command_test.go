@@ -254,3 +254,24 @@ func TestCLICheck(t *testing.T) {
 		t.Fatalf("check on a damaged store: %v, want an error naming the foreign key damage", err)
 	}
 }
+
+// TestCLIWritesToTerminal names the log writers a quiet command keeps off
+// the terminal: stdout and stderr, and no writer at all, which is stderr.
+func TestCLIWritesToTerminal(t *testing.T) {
+	for _, tt := range []struct {
+		writer string
+		want   bool
+	}{
+		{"", true},
+		{`{"output":"stderr"}`, true},
+		{`{"output":"stdout"}`, true},
+		{`{"output":"file","filename":"/var/log/audit.log"}`, false},
+		{`{"output":"api_users_audit","filename":"/var/log/audit.log"}`, false},
+		{`{"output":"net","address":"localhost:9999"}`, false},
+		{`{"output":"discard"}`, false},
+	} {
+		if got := writesToTerminal(json.RawMessage(tt.writer)); got != tt.want {
+			t.Errorf("writesToTerminal(%s) = %v, want %v", tt.writer, got, tt.want)
+		}
+	}
+}

@@ -147,32 +147,12 @@ http://127.0.0.1:%d {
 }
 %s
 `, opts.globalExtra, dbPath, testCatalog, opts.appExtra, port, opts.gatewayBlock, opts.siteExtra, upstream, strings.ReplaceAll(opts.extraSites, "{UPSTREAM}", upstream))
-	cfgJSON, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile"})
-	if err != nil {
-		t.Fatalf("adapting the Caddyfile: %v\n%s", err, caddyfile)
-	}
-	for _, w := range warnings {
-		if !strings.Contains(w.Message, "formatted") {
-			t.Logf("caddyfile warning: %s", w.String())
-		}
-	}
-	if err := caddy.Load(cfgJSON, true); err != nil {
-		t.Fatalf("loading the config: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := caddy.Stop(); err != nil {
-			t.Errorf("stopping caddy: %v", err)
-		}
-	})
-	appIface, err := caddy.ActiveContext().App("api_users")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfgJSON, app := loadCaddyfile(t, caddyfile)
 	g := &testGateway{
 		t:        t,
 		url:      fmt.Sprintf("http://127.0.0.1:%d", port),
 		upstream: up,
-		app:      appIface.(*App),
+		app:      app,
 		dbPath:   dbPath,
 		client:   &http.Client{Timeout: 10 * time.Second},
 		config:   cfgJSON,
@@ -184,17 +164,72 @@ http://127.0.0.1:%d {
 }
 
 func (g *testGateway) waitUp() {
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	g.t.Helper()
+	eventually(g.t, 5*time.Second, "the gateway comes up", func() bool {
 		resp, err := g.client.Get(g.url + "/")
-		if err == nil {
-			resp.Body.Close()
-			g.upstream.take()
-			return
+		if err != nil {
+			return false
 		}
-		time.Sleep(20 * time.Millisecond)
+		resp.Body.Close()
+		return true
+	})
+	g.upstream.take()
+}
+
+// loadCaddyfile adapts caddyfile and loads it in this process's Caddy,
+// stopped when the test ends, and returns the JSON config loaded and its
+// api_users app.
+func loadCaddyfile(t testing.TB, caddyfile string) ([]byte, *App) {
+	t.Helper()
+	cfgJSON, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		t.Fatalf("adapting the Caddyfile: %v\n%s", err, caddyfile)
 	}
-	g.t.Fatal("gateway did not come up")
+	for _, w := range warnings {
+		if !strings.Contains(w.Message, "formatted") {
+			t.Logf("caddyfile warning: %s", w.String())
+		}
+	}
+	if err := caddy.Load(cfgJSON, true); err != nil {
+		t.Fatalf("loading the config: %v\n%s", err, caddyfile)
+	}
+	t.Cleanup(func() {
+		if err := caddy.Stop(); err != nil {
+			t.Errorf("stopping caddy: %v", err)
+		}
+	})
+	app, err := caddy.ActiveContext().App("api_users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfgJSON, app.(*App)
+}
+
+// pollInterval is how often eventually and within test their condition.
+const pollInterval = 5 * time.Millisecond
+
+// within tests cond every pollInterval until it holds, for at most
+// timeout, and says whether it held; for a caller that reports on what it
+// got either way. cond runs on the caller's goroutine, so it may fail the
+// test itself.
+func within(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(pollInterval)
+	}
+	return true
+}
+
+// eventually waits, as within does, for what to happen (cond to hold),
+// and fails the test if it does not within timeout.
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if !within(timeout, cond) {
+		t.Fatalf("%s: did not happen within %v", what, timeout)
+	}
 }
 
 // result is a gateway response.

@@ -130,21 +130,17 @@ func TestMetricsMove(t *testing.T) {
 	if r := g.do("GET", devices, basic(otherID, other.Key, other.Secret)); r.Status != 503 || r.Error.Error != "store_unavailable" {
 		t.Fatalf("with the store closed: %d %q", r.Status, r.Error.Error)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	var getUser, syncs, lagNow float64
+	if !within(5*time.Second, func() bool {
 		m := scrape(t, metricsURL)
-		getUser := m[`caddy_api_users_store_errors_total{operation="get_user"}`] - before[`caddy_api_users_store_errors_total{operation="get_user"}`]
-		syncs := m[`caddy_api_users_store_errors_total{operation="sync_changes"}`]
-		lag := m["caddy_api_users_store_sync_lag_seconds"]
+		getUser = m[`caddy_api_users_store_errors_total{operation="get_user"}`] - before[`caddy_api_users_store_errors_total{operation="get_user"}`]
+		syncs = m[`caddy_api_users_store_errors_total{operation="sync_changes"}`]
+		lagNow = m["caddy_api_users_store_sync_lag_seconds"]
 		// The read of the user fails, unless the sync loop saw the store
 		// fail first, in which case the gateway does not even try it.
-		if getUser <= 1 && syncs >= 2 && lag >= 0.1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("with the store closed: get_user errors %v, sync errors %v, lag %v", getUser, syncs, lag)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return getUser <= 1 && syncs >= 2 && lagNow >= 0.1
+	}) {
+		t.Fatalf("with the store closed: get_user errors %v, sync errors %v, lag %v", getUser, syncs, lagNow)
 	}
 	if got := scrape(t, metricsURL)[`caddy_api_users_decisions_total{endpoint="none",reason="store_unavailable"}`]; got != 1 {
 		t.Errorf("store_unavailable decisions: %v, want 1", got)

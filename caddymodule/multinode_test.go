@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 
 	"github.com/apiusers/caddy-api-users/caddymodule/store"
@@ -56,27 +55,12 @@ http://127.0.0.1:%d {
 	reverse_proxy %s
 }
 `, globalExtra, pgNodeConfig(url, appExtra), port, up.addr())
-	cfgJSON, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cfg), map[string]any{"filename": "Caddyfile"})
-	if err != nil {
-		t.Fatalf("adapting the Caddyfile: %v\n%s", err, cfg)
-	}
-	if err := caddy.Load(cfgJSON, true); err != nil {
-		t.Fatalf("loading the config: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := caddy.Stop(); err != nil {
-			t.Errorf("stopping caddy: %v", err)
-		}
-	})
-	appIface, err := caddy.ActiveContext().App("api_users")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, app := loadCaddyfile(t, cfg)
 	g := &testGateway{
 		t:        t,
 		url:      fmt.Sprintf("http://127.0.0.1:%d", port),
 		upstream: up,
-		app:      appIface.(*App),
+		app:      app,
 		client:   &http.Client{Timeout: 10 * time.Second},
 	}
 	g.waitUp()
@@ -163,12 +147,8 @@ func waitCaughtUp(t *testing.T, node *App) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for node.lastSeq.Load() < last {
-		if time.Now().After(deadline) {
-			t.Fatalf("the follower is at %d after 5s, the log at %d", node.lastSeq.Load(), last)
-		}
-		time.Sleep(time.Millisecond)
+	if !within(5*time.Second, func() bool { return node.lastSeq.Load() >= last }) {
+		t.Fatalf("the follower is at %d after 5s, the log at %d", node.lastSeq.Load(), last)
 	}
 }
 
@@ -177,19 +157,16 @@ func waitCaughtUp(t *testing.T, node *App) {
 func waitRefused(t *testing.T, node *App, authorization, path string, limit time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for {
+	if !within(limit, func() bool {
 		reason := nodeDecides(node, authorization, "GET", path)
-		if reason != policy.Allowed {
-			if reason == policy.StoreUnavailable {
-				t.Fatalf("node B answered store_unavailable, want a refusal of the credential")
-			}
-			return time.Since(start)
+		if reason == policy.StoreUnavailable {
+			t.Fatalf("node B answered store_unavailable, want a refusal of the credential")
 		}
-		if time.Since(start) > limit {
-			t.Fatalf("node B still admits the credential %v after it was revoked on node A", limit)
-		}
-		time.Sleep(time.Millisecond)
+		return reason != policy.Allowed
+	}) {
+		t.Fatalf("node B still admits the credential %v after it was revoked on node A", limit)
 	}
+	return time.Since(start)
 }
 
 // TestTwoNodes runs nodes on one PostgreSQL server, a database per
@@ -410,7 +387,7 @@ func TestDatabaseOutage(t *testing.T) {
 	srv.Stop(t)
 	stopped := time.Now()
 	var lastAdmitted time.Duration
-	for {
+	eventually(t, maxStale+5*time.Second, "the cached user is refused once the database is down", func() bool {
 		sent := time.Now()
 		res := get(cached)
 		since := sent.Sub(stopped)
@@ -430,18 +407,15 @@ func TestDatabaseOutage(t *testing.T) {
 			}
 			t.Logf("database stopped: the cached user was admitted until %v and refused from %v (max_stale %v)",
 				lastAdmitted.Round(time.Millisecond), since.Round(time.Millisecond), maxStale)
-			break
+			return true
 		}
 		for name, token := range map[string]string{"an uncached user": uncached, "an unknown token": unknown} {
 			if res := get(token); res.Status != 503 || res.Error.Error != "store_unavailable" {
 				t.Fatalf("%s during the outage: %d %s, want 503 store_unavailable", name, res.Status, res.Body)
 			}
 		}
-		if since > maxStale+5*time.Second {
-			t.Fatal("the cached user is never refused")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return false
+	})
 	for _, token := range []string{cached, uncached, unknown} {
 		if res := get(token); res.Status != 503 {
 			t.Fatalf("after max_stale: %d %s, want 503", res.Status, res.Body)
@@ -454,18 +428,15 @@ func TestDatabaseOutage(t *testing.T) {
 		token string
 		want  int
 	}{{cached, 200}, {uncached, 200}, {unknown, 401}} {
-		for {
-			res := get(c.token)
-			if res.Status == c.want {
-				break
-			}
-			if res.Status != 503 {
+		var res result
+		if !within(15*time.Second-time.Since(restarted), func() bool {
+			res = get(c.token)
+			if res.Status != c.want && res.Status != 503 {
 				t.Fatalf("while recovering: %d %s", res.Status, res.Body)
 			}
-			if time.Since(restarted) > 15*time.Second {
-				t.Fatalf("still %d %s 15s after the database came back", res.Status, res.Body)
-			}
-			time.Sleep(20 * time.Millisecond)
+			return res.Status == c.want
+		}) {
+			t.Fatalf("still %d %s 15s after the database came back", res.Status, res.Body)
 		}
 	}
 	t.Logf("database started again: requests decided normally after %v, without restarting the gateway", time.Since(restarted).Round(time.Millisecond))
@@ -484,11 +455,8 @@ func TestDatabaseOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	deleted := time.Now()
-	for get(cached).Status != 401 {
-		if time.Since(deleted) > syncInterval+time.Second {
-			t.Fatalf("a user deleted by another node after the outage is still admitted after %v", time.Since(deleted))
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !within(syncInterval+time.Second, func() bool { return get(cached).Status == 401 }) {
+		t.Fatalf("a user deleted by another node after the outage is still admitted after %v", time.Since(deleted))
 	}
 	t.Logf("after recovery, a deletion by another node was enforced after %v", time.Since(deleted).Round(time.Millisecond))
 

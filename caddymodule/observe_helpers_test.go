@@ -76,19 +76,16 @@ func (u *rawUpstream) addr() string { return u.ln.Addr().String() }
 // want requests, since the upstream records after the response may have
 // reached the client.
 func (u *rawUpstream) take(want int) []rawRecorded {
-	deadline := time.Now().Add(2 * time.Second)
-	for {
+	within(2*time.Second, func() bool {
 		u.mu.Lock()
-		n := len(u.reqs)
-		if n >= want || time.Now().After(deadline) {
-			r := u.reqs
-			u.reqs = nil
-			u.mu.Unlock()
-			return r
-		}
-		u.mu.Unlock()
-		time.Sleep(5 * time.Millisecond)
-	}
+		defer u.mu.Unlock()
+		return len(u.reqs) >= want
+	})
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	r := u.reqs
+	u.reqs = nil
+	return r
 }
 
 // headerLines returns the header and trailer field lines of a raw HTTP/1.1
@@ -182,19 +179,17 @@ func flushAudit() {
 // after the response, so a client may see the response first.
 func waitForLines(t *testing.T, path string, want int, match func(map[string]any) bool) []map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var got []map[string]any
+	var got []map[string]any
+	within(5*time.Second, func() bool {
+		got = nil
 		for _, m := range readJSONLines(t, path) {
 			if match(m) {
 				got = append(got, m)
 			}
 		}
-		if len(got) >= want || time.Now().After(deadline) {
-			return got
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return len(got) >= want
+	})
+	return got
 }
 
 // auditLog is the Caddyfile global option that sends the audit logger,

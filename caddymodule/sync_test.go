@@ -221,29 +221,19 @@ func TestStaleGrace(t *testing.T) {
 		}
 		return err
 	}
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s did not happen within 5s", what)
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
 	// Once the follower has read the creations (which drop the users'
 	// entries), the cached user is cached.
 	last, err := flaky.LastChange(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor("catching up with the change log", func() bool { return a.lastSeq.Load() == last })
+	eventually(t, 5*time.Second, "catching up with the change log", func() bool { return a.lastSeq.Load() == last })
 	if err := admits(cached); err != nil {
 		t.Fatal(err)
 	}
 
 	flaky.down.Store(true)
-	waitFor("noticing the outage", a.storeDown.Load)
+	eventually(t, 5*time.Second, "noticing the outage", a.storeDown.Load)
 	reads := flaky.reads.Load()
 	if err := admits(uncached); !errors.Is(err, errStoreDown) {
 		t.Errorf("an uncached user during the outage: %v, want errStoreDown", err)
@@ -261,7 +251,7 @@ func TestStaleGrace(t *testing.T) {
 	}
 
 	flaky.down.Store(false)
-	waitFor("recovery", func() bool { return !a.storeDown.Load() })
+	eventually(t, 5*time.Second, "recovery", func() bool { return !a.storeDown.Load() })
 	for name, h := range map[string]policy.Hash{"cached": cached, "uncached": uncached} {
 		if err := admits(h); err != nil {
 			t.Errorf("the %s user after recovery: %v", name, err)
@@ -314,17 +304,13 @@ func TestPruneChangesLoop(t *testing.T) {
 	loopCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { a.pruneChangesLoop(loopCtx); close(done) }()
-	deadline := time.Now().Add(10 * time.Second)
 	var after []store.Change
-	for {
+	within(10*time.Second, func() bool {
 		if after, err = a.store.Changes(ctx, 0, 0); err != nil {
 			t.Fatal(err)
 		}
-		if len(after) == 1 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return len(after) == 1
+	})
 	cancel()
 	<-done
 	if len(after) != 1 || after[0].Seq != before[len(before)-1].Seq {

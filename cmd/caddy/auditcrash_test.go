@@ -233,9 +233,7 @@ http://127.0.0.1:%d {
 		var allowed atomic.Int64
 		wg := load(round, stop, &allowed)
 		target := int64(1000 + rand.IntN(3000))
-		for allowed.Load() < target {
-			time.Sleep(time.Millisecond)
-		}
+		eventually(t, 2*time.Minute, fmt.Sprintf("%d allowed answers", target), func() bool { return allowed.Load() >= target })
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -262,9 +260,7 @@ http://127.0.0.1:%d {
 	stop := make(chan struct{})
 	var allowed atomic.Int64
 	wg := load("graceful", stop, &allowed)
-	for allowed.Load() < 1000 {
-		time.Sleep(time.Millisecond)
-	}
+	eventually(t, 2*time.Minute, "1000 allowed answers", func() bool { return allowed.Load() >= 1000 })
 	req, _ := http.NewRequest("POST", admin+"/load", strings.NewReader(cfg))
 	req.Header.Set("Content-Type", "text/caddyfile")
 	req.Header.Set("Cache-Control", "must-revalidate") // reload even though the config is the same
@@ -278,9 +274,7 @@ http://127.0.0.1:%d {
 		t.Fatalf("reloading: %d %s", resp.StatusCode, body)
 	}
 	reloadedAt := allowed.Load()
-	for allowed.Load() < reloadedAt+1000 {
-		time.Sleep(time.Millisecond)
-	}
+	eventually(t, 2*time.Minute, "1000 allowed answers after the reload", func() bool { return allowed.Load() >= reloadedAt+1000 })
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}

@@ -220,14 +220,9 @@ func (b *browser) click(xpath string) {
 // waitText waits until the page's main text contains s.
 func (b *browser) waitText(s string) {
 	b.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if strings.Contains(b.eval(`document.body.innerText`), s) {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !within(10*time.Second, func() bool { return strings.Contains(b.eval(`document.body.innerText`), s) }) {
+		b.t.Fatalf("the page never showed %q; it shows:\n%s", s, b.eval(`document.body.innerText`))
 	}
-	b.t.Fatalf("the page never showed %q; it shows:\n%s", s, b.eval(`document.body.innerText`))
 }
 
 // shot saves a screenshot of the page at 1280 and 390 pixels wide.
@@ -268,13 +263,9 @@ func (b *browser) open(url string) {
 	} else {
 		b.do(chromedp.Navigate(url))
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for b.eval(`document.querySelector("main h1:not([data-old])") && !document.querySelector("main h1[data-old]") && document.querySelector("main h1").textContent !== "API users" ? "new" : ""`) != "new" {
-		if time.Now().After(deadline) {
-			b.t.Fatalf("%s did not show its page", url)
-		}
-		time.Sleep(30 * time.Millisecond)
-	}
+	eventually(b.t, 10*time.Second, url+" shows its page", func() bool {
+		return b.eval(`document.querySelector("main h1:not([data-old])") && !document.querySelector("main h1[data-old]") && document.querySelector("main h1").textContent !== "API users" ? "new" : ""`) == "new"
+	})
 }
 
 // credential reads a value of the one-time dialog and closes it.
@@ -585,14 +576,13 @@ func TestConsoleInBrowser(t *testing.T) {
 	defer evilSite.Close()
 	attacker := b.tab()
 	attacker.do(chromedp.Navigate(evilSite.URL + "/fetch"))
+	// Both waits share one budget of 10s.
 	deadline := time.Now().Add(10 * time.Second)
-	for attacker.eval(`document.title`) != "sent" && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	within(time.Until(deadline), func() bool { return attacker.eval(`document.title`) == "sent" })
 	attacker.do(chromedp.Navigate(evilSite.URL + "/form"))
-	for !strings.Contains(e.log.String(), `intruder1`) && !strings.Contains(e.log.String(), "cross_site_request") && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	within(time.Until(deadline), func() bool {
+		return strings.Contains(e.log.String(), `intruder1`) || strings.Contains(e.log.String(), "cross_site_request")
+	})
 	time.Sleep(300 * time.Millisecond)
 	for _, name := range []string{"intruder1", "intruder2"} {
 		if st, _ := e.api(t, "GET", "/v1/products/1337/team/"+name, nil); st != 404 {

@@ -71,9 +71,7 @@ func TestCrash(t *testing.T) {
 				w.write(t, srv, round, &acks, &killed)
 			})
 		}
-		for acks.Load() < target && running.Load() > 0 && !t.Failed() {
-			time.Sleep(time.Millisecond)
-		}
+		within(2*time.Minute, func() bool { return acks.Load() >= target || running.Load() == 0 || t.Failed() })
 		killed.Store(true)
 		srv.kill(t)
 		wg.Wait()

@@ -148,17 +148,14 @@ func TestExampleQuickStart(t *testing.T) {
 
 	cli("delete", username)
 	deleted := time.Now()
-	for {
-		status, _ := get("/v1/products/1337/devices", token)
-		if status == 401 {
-			t.Logf("deletion by the CLI enforced by the running gateway after %v", time.Since(deleted).Round(time.Millisecond))
-			break
-		}
-		if time.Since(deleted) > 5*time.Second {
-			t.Fatalf("deleted user still gets %d after 5s", status)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var last int
+	if !within(5*time.Second, func() bool {
+		last, _ = get("/v1/products/1337/devices", token)
+		return last == 401
+	}) {
+		t.Fatalf("deleted user still gets %d after 5s", last)
 	}
+	t.Logf("deletion by the CLI enforced by the running gateway after %v", time.Since(deleted).Round(time.Millisecond))
 	if strings.Contains(serverLog.String(), token) {
 		t.Error("the server log contains the access token")
 	}
@@ -176,14 +173,12 @@ func freePort(t *testing.T) int {
 
 func waitFor(t *testing.T, url string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	eventually(t, 30*time.Second, url+" comes up", func() bool {
 		resp, err := http.Get(url + "/")
-		if err == nil {
-			resp.Body.Close()
-			return
+		if err != nil {
+			return false
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s did not come up", url)
+		resp.Body.Close()
+		return true
+	})
 }
