@@ -130,6 +130,10 @@ type App struct {
 	pollOnly   bool         // tests: do not listen for announcements
 }
 
+// wrapStoreForTest, set only by tests, wraps the store an app opens, so a
+// test can watch every call the gateway makes.
+var wrapStoreForTest func(store.Store) store.Store
+
 // UsageConfig says how often usage counts are written to the store and
 // how long the store keeps them.
 type UsageConfig struct {
@@ -406,6 +410,9 @@ func (a *App) open(ctx context.Context) error {
 		}
 	default:
 		return fmt.Errorf("api_users: unknown store driver %q: use \"sqlite\" or \"postgres\"", a.Store.Driver)
+	}
+	if wrapStoreForTest != nil {
+		a.store = wrapStoreForTest(a.store)
 	}
 
 	if err := a.seedTenancy(ctx); err != nil {

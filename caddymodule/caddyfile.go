@@ -276,11 +276,12 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				setting := d.Val()
 				dur, err := parsePositiveDuration(d)
 				if err != nil {
 					return err
 				}
-				switch d.Val() {
+				switch setting {
 				case "flush_interval":
 					a.Usage.FlushInterval = dur
 				case "hourly_retention":
@@ -288,7 +289,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				case "daily_retention":
 					a.Usage.DailyRetention = dur
 				default:
-					return d.Errf("unknown usage setting %q: use flush_interval, hourly_retention or daily_retention", d.Val())
+					return d.Errf("unknown usage setting %q: use flush_interval, hourly_retention or daily_retention", setting)
 				}
 				if err := (&UsageConfig{FlushInterval: a.Usage.FlushInterval, HourlyRetention: a.Usage.HourlyRetention, DailyRetention: a.Usage.DailyRetention}).check(); err != nil {
 					return d.Errf("%v", err)

@@ -87,6 +87,16 @@ func printUser(out io.Writer, u *policy.APIUser) error {
 		rateLimit = fmt.Sprintf("%d per %s", v.RateLimit.Requests, v.RateLimit.Window)
 	}
 	row("rate limit", rateLimit)
+	quota := "the gateway's"
+	if v.Quota != nil {
+		quota = fmt.Sprintf("%d per %s (UTC)", v.Quota.Requests, v.Quota.Period)
+	}
+	row("quota", quota)
+	allowedIPs := strings.Join(v.AllowedIPs, ", ")
+	if allowedIPs == "" {
+		allowedIPs = "anywhere"
+	}
+	row("allowed IPs", allowedIPs)
 	row("created at", timeOrDash(u.CreatedAt))
 	row("updated at", timeOrDash(u.UpdatedAt))
 	row("last used at", timeOrDash(u.LastUsedAt))

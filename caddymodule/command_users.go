@@ -30,6 +30,8 @@ func addUserSpecFlags(c *cobra.Command) {
 	f.String("expires-at", "", "RFC 3339 time from which the user cannot authenticate (\"\" clears)")
 	f.String("idle-timeout", "", "Duration, such as 720h, after which an idle user cannot authenticate (\"\" clears)")
 	f.String("rate-limit", "", "The user's own rate limit, requests/window, such as 600/1m, in place of the gateway's (\"\" or 0 clears)")
+	f.String("quota", "", "The user's own quota, requests/day or requests/month (calendar, UTC), such as 100000/month, in place of the gateway's (\"\" or 0 clears)")
+	f.StringSlice("allowed-ips", nil, "Client networks the user may be used from, comma-separated CIDRs or addresses, such as 203.0.113.0/24,2001:db8::/32 (empty: anywhere; a change replaces the token)")
 	f.StringArray("constraint", nil, "Resource constraint var=value,value (repeatable), such as device=0a1b2c,3d4e5f; replaces all constraints")
 	f.Bool("clear-constraints", false, "Remove every resource constraint")
 }
@@ -47,6 +49,20 @@ func parseRateLimitFlag(v string) (*UserRateLimit, error) {
 		return nil, fmt.Errorf("--rate-limit %q: write it as requests/window, such as 600/1m (or \"\" to clear)", v)
 	}
 	return &UserRateLimit{Requests: requests, Window: window}, nil
+}
+
+// parseQuotaFlag reads --quota: requests/period, or "" or "0" to clear the
+// user's own quota. The period is checked with the rest of the spec.
+func parseQuotaFlag(v string) (*UserQuota, error) {
+	if v == "" || v == "0" {
+		return &UserQuota{}, nil
+	}
+	n, period, ok := strings.Cut(v, "/")
+	requests, err := strconv.ParseInt(n, 10, 64)
+	if !ok || err != nil || requests < 1 {
+		return nil, fmt.Errorf("--quota %q: write it as requests/day or requests/month, such as 100000/month (or \"\" to clear)", v)
+	}
+	return &UserQuota{Requests: requests, Period: period}, nil
 }
 
 // specFromFlags builds a UserSpec from the flags that were given.
@@ -76,6 +92,7 @@ func specFromFlags(cmd *cobra.Command) (UserSpec, error) {
 	spec.Roles = list("roles")
 	spec.AllowedEndpoints = list("endpoints")
 	spec.AllowedProxiedUsers = list("proxied-users")
+	spec.AllowedIPs = list("allowed-ips")
 	spec.ExpiresAt = str("expires-at")
 	spec.IdleTimeout = str("idle-timeout")
 	if f.Changed("allow-proxied-users") {
@@ -90,6 +107,14 @@ func specFromFlags(cmd *cobra.Command) (UserSpec, error) {
 			return spec, err
 		}
 		spec.RateLimit = rl
+	}
+	if f.Changed("quota") {
+		v, _ := f.GetString("quota")
+		q, err := parseQuotaFlag(v)
+		if err != nil {
+			return spec, err
+		}
+		spec.Quota = q
 	}
 	if f.Changed("constraint") || clearAll {
 		if f.Changed("constraint") && clearAll {
