@@ -62,8 +62,8 @@ function chart(u, title, period) {
   const n = u.series.length;
   const slot = 10;
   const height = 100;
-  const max = Math.max(1, ...u.series.map((b) => b.allowed + b.refused));
-  const scale = (v) => (v / max) * (height - 2);
+  const peak = Math.max(0, ...u.series.map((b) => b.allowed + b.refused));
+  const scale = (v) => (v / Math.max(1, peak)) * (height - 2);
   const titleID = `usage-${u.granularity}-title`;
   const descID = `usage-${u.granularity}-desc`;
   const summary = summaryOf(u, period);
@@ -100,7 +100,7 @@ function chart(u, title, period) {
   return h(
     "figure",
     { class: "usage" },
-    h("figcaption", {}, h("strong", {}, title), h("span", { class: "hint" }, ` peak ${max.toLocaleString("en")} per ${u.granularity}`)),
+    h("figcaption", {}, h("strong", {}, title), peak ? h("span", { class: "hint" }, ` peak ${peak.toLocaleString("en")} per ${u.granularity}`) : null),
     h("div", { class: "usage-plot" }, svg),
     h("div", { class: "usage-axis", "aria-hidden": "true" }, h("span", {}, label(first.start, u.granularity)), h("span", {}, label(middle.start, u.granularity)), h("span", {}, label(last.start, u.granularity))),
     h("p", { class: "usage-summary" }, summary),

@@ -108,5 +108,9 @@ func TestConsoleUsageChart(t *testing.T) {
 	if n := b.eval(`String(document.querySelectorAll("svg.usage-chart g.bar").length)`); n != "54" {
 		t.Errorf("an idle user's charts have %s bars, want 24 + 30 empty ones", n)
 	}
+	if got := b.eval(`document.querySelector("section[aria-labelledby=usage-h]").innerText`); strings.Contains(got, "peak") {
+		t.Errorf("an idle user's charts claim a peak:\n%s", got)
+	}
+	b.shot("user-usage-idle")
 	t.Logf("screenshots: %s", b.shots)
 }
