@@ -96,6 +96,8 @@ func teamRoutes(prefix string) []adminRoute {
 		{"DELETE", user + "/keys/{key_id}", (*Admin).deleteKey},
 		{"GET", user + "/history", (*Admin).userHistory},
 		{"POST", user + "/decide", (*Admin).decide},
+		{"GET", user + "/usage", (*Admin).userUsage},
+		{"GET", prefix + "/usage", (*Admin).topUsage},
 	}
 }
 
@@ -257,14 +259,18 @@ func (h *Admin) noRoute(w http.ResponseWriter, r *http.Request) {
 }
 
 // writeError answers err as a JSON error: 400 for a FieldError, 404, 409,
-// 412 for a PreconditionError, and 503 for anything else, which means the store failed; its details go
-// to the server log, not to the client.
+// 412 for a PreconditionError, 501 for a NotImplementedError, and 503 for
+// anything else, which means the store failed; its details go to the
+// server log, not to the client.
 func (h *Admin) writeError(w http.ResponseWriter, err error) {
 	var fe *FieldError
 	var nf *NotFoundError
 	var ce *ConflictError
 	var pe *PreconditionError
+	var ni *NotImplementedError
 	switch {
+	case errors.As(err, &ni):
+		writeJSONError(w, http.StatusNotImplemented, "not_implemented", ni.Error())
 	case errors.As(err, &pe):
 		writeJSONError(w, http.StatusPreconditionFailed, "precondition_failed", pe.Error())
 	case errors.As(err, &fe):

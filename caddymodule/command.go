@@ -48,6 +48,7 @@ secret manager: only their hashes are kept.
   caddy api-users list --org acme [--q sync] [--state active] [--sort -last_used]
   caddy api-users explain <username> GET /v1/products/1337/devices
   caddy api-users show <username>
+  caddy api-users usage <username> [--granularity day] [--from <RFC 3339>] [--to <RFC 3339>]
   caddy api-users update <username> --scopes devices:list   (prints the new token)
   caddy api-users rotate <username>
   caddy api-users add-key <username> [--previous-keys-expire-at 2027-01-31T00:00:00Z]
@@ -73,6 +74,7 @@ the log lines.
 				cliRotateCommand(), cliAddKeyCommand(), cliDeleteKeyCommand(),
 				cliRegenerateSecretCommand(), cliRetireCommand(), cliDeleteCommand(),
 				cliRoleCommand(), cliCatalogCommand(), cliCheckCommand(), cliExplainCommand(),
+				cliUsageCommand(),
 			)
 		},
 	})

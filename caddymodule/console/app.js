@@ -1,5 +1,5 @@
 // The console of API users: orgs and products, team lists, a user page
-// with its keys, "try a request" and change history, the create and edit
+// with its usage, keys, "try a request" and change history, the create and edit
 // form with the allowed-endpoints picker, roles and the endpoint catalog.
 // It is built on the management API alone. The location hash names only
 // what is shown (an org, a product, a username), never a credential.
@@ -7,6 +7,7 @@
 import { h, replace, field, uid, when } from "./dom.js";
 import { call, get, teamPath, userPath, APIError } from "./api.js";
 import { showCredentials, confirmDialog } from "./dialogs.js";
+import { usageSection } from "./usage.js";
 
 const main = document.getElementById("main");
 const status = document.getElementById("status");
@@ -602,6 +603,7 @@ async function viewUser(kind, team, username) {
     banner,
     actions,
     h("section", { class: "card", "aria-label": "Fields" }, details),
+    usageSection(path),
     keys,
     tryForm,
     history,

@@ -50,6 +50,7 @@ func findChromium(t *testing.T) string {
 type example struct {
 	gateway, admin string
 	log            *syncBuffer
+	dataDir        string // the server's XDG_DATA_HOME: its SQLite store is caddy/api_users/api_users.db in it
 }
 
 func startExample(t *testing.T) *example {
@@ -90,7 +91,7 @@ func startExample(t *testing.T) *example {
 			t.Logf("server log:\n%s", log.String())
 		}
 	})
-	e := &example{gateway: fmt.Sprintf("http://127.0.0.1:%d", gw), admin: fmt.Sprintf("http://127.0.0.1:%d", adm), log: log}
+	e := &example{gateway: fmt.Sprintf("http://127.0.0.1:%d", gw), admin: fmt.Sprintf("http://127.0.0.1:%d", adm), log: log, dataDir: filepath.Join(dir, "data")}
 	waitFor(t, e.gateway)
 	waitFor(t, e.admin)
 	return e
