@@ -491,6 +491,8 @@ async function viewUser(kind, team, username) {
     ["Expires", u.expires_at ? when(u.expires_at) : "never"],
     ["Idle timeout", u.idle_timeout || "none"],
     ["Rate limit", u.rate_limit ? `${u.rate_limit.requests} per ${u.rate_limit.window}` : "the gateway's"],
+    ["Quota", u.quota ? `${u.quota.requests} per ${u.quota.period} (UTC)` : "the gateway's"],
+    ["Allowed IPs", list(u.allowed_ips || [], "anywhere")],
     ["Access token ID", h("code", {}, u.token_id || "—")],
     ["Created", when(u.created_at)],
     ["Updated", when(u.updated_at)],
@@ -654,7 +656,7 @@ async function viewForm(kind, team, username) {
     user = r.body.user;
     etag = r.etag;
   }
-  const v = user || { friendly_name: "", description: "", scopes: [], roles: [], allowed_endpoints: [], allow_proxied_users: false, allowed_proxied_users: [], resource_constraints: {}, retired: false, expires_at: null, idle_timeout: "", rate_limit: null };
+  const v = user || { friendly_name: "", description: "", scopes: [], roles: [], allowed_endpoints: [], allow_proxied_users: false, allowed_proxied_users: [], resource_constraints: {}, retired: false, expires_at: null, idle_timeout: "", rate_limit: null, quota: null, allowed_ips: [] };
 
   const uname = h("input", { type: "text", name: "username", autocomplete: "off", spellcheck: "false", pattern: "[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}" });
   const fname = h("input", { type: "text", name: "friendly_name", value: v.friendly_name, maxlength: 200 });
@@ -676,6 +678,10 @@ async function viewForm(kind, team, username) {
   const idle = h("input", { type: "text", name: "idle_timeout", value: v.idle_timeout, placeholder: "720h", autocomplete: "off" });
   const rlReq = h("input", { type: "number", name: "rate_limit_requests", min: 0, value: v.rate_limit ? v.rate_limit.requests : "" });
   const rlWin = h("input", { type: "text", name: "rate_limit_window", value: v.rate_limit ? v.rate_limit.window : "", placeholder: "1m", autocomplete: "off" });
+  const qReq = h("input", { type: "number", name: "quota_requests", min: 0, value: v.quota ? v.quota.requests : "" });
+  const qPeriod = h("select", { name: "quota_period" }, h("option", { value: "day" }, "per day (UTC)"), h("option", { value: "month" }, "per month (UTC)"));
+  qPeriod.value = v.quota ? v.quota.period : "month";
+  const ips = h("input", { type: "text", name: "allowed_ips", value: (v.allowed_ips || []).join(", "), autocomplete: "off", spellcheck: "false", placeholder: "203.0.113.0/24, 2001:db8::/32" });
   const errors = h("div", { "aria-live": "assertive" });
 
   function spec() {
@@ -692,6 +698,8 @@ async function viewForm(kind, team, username) {
       expires_at: expires.value ? new Date(expires.value).toISOString().replace(/\.\d+Z$/, "Z") : "",
       idle_timeout: idle.value.trim(),
       rate_limit: rlReq.value && Number(rlReq.value) > 0 ? { requests: Number(rlReq.value), window: rlWin.value.trim() } : { requests: 0 },
+      quota: qReq.value && Number(qReq.value) > 0 ? { requests: Number(qReq.value), period: qPeriod.value } : { requests: 0 },
+      allowed_ips: ips.value.split(",").map((x) => x.trim()).filter(Boolean),
     };
     for (const line of constraints.value.split("\n")) {
       if (!line.trim()) continue;
@@ -750,6 +758,8 @@ async function viewForm(kind, team, username) {
       field("Resource constraints", constraints, "One per line: variable=value,value, such as device=0a1b2c,3d4e5f. The user may only reach those values."),
       h("fieldset", {}, h("legend", {}, "Life"), h("div", { class: "check" }, retired, h("label", { for: (retired.id = uid("ret")) }, "Retired")), field("Expires at (optional)", expires, "Your local time."), field("Idle timeout (optional)", idle, "A duration such as 720h: the user expires after this long unused.")),
       h("fieldset", {}, h("legend", {}, "Rate limit"), h("div", { class: "row" }, field("Requests", rlReq, "0 or empty: the gateway's limit."), field("Per window", rlWin, "Such as 1m."))),
+      h("fieldset", {}, h("legend", {}, "Quota"), h("div", { class: "row" }, field("Allowed requests", qReq, "0 or empty: the gateway's quota."), field("Period", qPeriod, "Calendar periods; over it: 429 until the reset."))),
+      field("Allowed IPs (optional)", ips, "Comma-separated networks or addresses the user may be used from. Empty: anywhere. Changing it replaces the access token."),
       h("div", { class: "actions" }, h("button", { type: "submit" }, username ? "Save changes" : "Create API user"), h("a", { class: "button secondary", href: username ? userHash(kind, team, username) : teamHash(kind, team) }, "Cancel")),
     ),
   );
@@ -761,12 +771,18 @@ function toLocalInput(t) {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
+// canonIP writes an address as the server keeps it: a single address as a
+// /32 or /128, so that an unchanged list is not taken for a change.
+function canonIP(x) {
+  return x.includes("/") ? x : `${x}/${x.includes(":") ? 128 : 32}`;
+}
+
 // replacesToken mirrors the server's rule (users.go, tokenMustChange), to
 // warn before saving; the server decides.
 function replacesToken(before, s) {
   const same = (a, b) => JSON.stringify([...new Set(a)].sort()) === JSON.stringify([...new Set(b)].sort());
   const rc = (m) => JSON.stringify(Object.keys(m).sort().map((k) => [k, [...new Set(m[k])].sort()]));
-  if (!same(before.scopes, s.scopes) || !same(before.roles, s.roles) || !same(before.allowed_endpoints, s.allowed_endpoints) || before.allow_proxied_users !== s.allow_proxied_users || !same(before.allowed_proxied_users, s.allowed_proxied_users) || rc(before.resource_constraints || {}) !== rc(s.resource_constraints)) return true;
+  if (!same(before.scopes, s.scopes) || !same(before.roles, s.roles) || !same(before.allowed_endpoints, s.allowed_endpoints) || before.allow_proxied_users !== s.allow_proxied_users || !same(before.allowed_proxied_users, s.allowed_proxied_users) || rc(before.resource_constraints || {}) !== rc(s.resource_constraints) || !same(before.allowed_ips || [], (s.allowed_ips || []).map(canonIP))) return true;
   if (before.retired && !s.retired) return true;
   if (before.expires_at && (!s.expires_at || Date.parse(s.expires_at) > Date.parse(before.expires_at))) return true;
   if (before.idle_timeout && (!s.idle_timeout || durationMs(s.idle_timeout) > durationMs(before.idle_timeout))) return true;

@@ -436,6 +436,31 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	token = newToken
 
+	// A quota and an allow-list, set in the form: the list is a privilege
+	// change (a new token), the quota is enforced from the next request.
+	b.open(e.admin + "/#/product/1337/users/console-bot/edit")
+	b.do(chromedp.WaitVisible(chromedp.CSS(`input[name=quota_requests]`)),
+		chromedp.SetValue(chromedp.CSS(`input[name=quota_requests]`), "3"),
+		chromedp.SetValue(chromedp.CSS(`select[name=quota_period]`), "day"),
+		chromedp.SetValue(chromedp.CSS(`input[name=allowed_ips]`), "127.0.0.1, 2001:db8::/32"))
+	b.shot("edit-quota")
+	b.click(`//button[normalize-space()='Save changes']`)
+	b.waitText("Saving replaces the access token")
+	b.click(`//dialog//button[normalize-space()='Save and replace the token']`)
+	newToken = b.credential("token")
+	b.closeCredentials()
+	b.waitText("3 per day (UTC)")
+	b.waitText("127.0.0.1/32")
+	var quotaStatuses []string
+	for range 4 {
+		st, code := e.gatewayGet(t, "/v1/products/1337/devices/0a1b2c", "Bearer "+newToken)
+		quotaStatuses = append(quotaStatuses, fmt.Sprintf("%d %s", st, code))
+	}
+	if got := strings.Join(quotaStatuses, ","); !strings.HasPrefix(got, "200") || !strings.HasSuffix(got, "429 quota_exceeded") {
+		t.Errorf("four requests under a quota of 3 a day: %s, want the last refused with quota_exceeded", got)
+	}
+	token = newToken
+
 	// Every control has a label; focus is visible; the skip link comes first.
 	for _, page := range []string{"/#/product/1337/users/console-bot", "/#/product/1337/users/console-bot/edit", "/#/product/1337", "/#/roles"} {
 		b.open(e.admin + page)
