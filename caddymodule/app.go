@@ -458,27 +458,16 @@ func (a *App) Start() error {
 	q := newAuditQueue(a.Audit, a.metrics.auditDropped, a.logger)
 	q.start()
 	a.auditQ.Store(q)
-	a.wg.Add(5)
+	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
 		a.followChanges(ctx)
 	}()
-	go func() {
-		defer a.wg.Done()
-		a.exchangeCountersLoop(ctx)
-	}()
-	go func() {
-		defer a.wg.Done()
-		a.flushUsageLoop(ctx)
-	}()
-	go func() {
-		defer a.wg.Done()
-		a.flushLastUsedLoop(ctx)
-	}()
-	go func() {
-		defer a.wg.Done()
-		a.pruneChangesLoop(ctx)
-	}()
+	a.every(ctx, time.Duration(a.SyncInterval), a.exchangeCounters)
+	a.every(ctx, time.Duration(a.Usage.FlushInterval), a.flushUsage)
+	a.every(ctx, time.Hour, a.pruneUsage)
+	a.every(ctx, time.Duration(a.LastUsedInterval), a.flushLastUsed)
+	a.every(ctx, changePruneInterval, a.pruneChanges)
 	return nil
 }
 
@@ -488,26 +477,37 @@ type changePruner interface {
 	PruneChanges(ctx context.Context, olderThan time.Time) error
 }
 
-// pruneChangesLoop deletes change records older than ChangeRetention, at
-// start and then every hour. Every node does it; the deletes are idempotent.
-func (a *App) pruneChangesLoop(ctx context.Context) {
+// pruneChanges deletes change records older than ChangeRetention (at
+// start and then every hour). Every node does it; the deletes are
+// idempotent.
+func (a *App) pruneChanges(ctx context.Context) {
 	p, ok := a.store.(changePruner)
 	if !ok {
 		return
 	}
-	t := time.NewTicker(changePruneInterval)
-	defer t.Stop()
-	for {
-		if err := p.PruneChanges(ctx, a.now().Add(-time.Duration(a.ChangeRetention))); err != nil && ctx.Err() == nil {
-			a.metrics.storePrune.Inc()
-			a.logger.Warn("pruning the API-user store's change log", zap.Error(err))
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	if err := p.PruneChanges(ctx, a.now().Add(-time.Duration(a.ChangeRetention))); err != nil && ctx.Err() == nil {
+		a.metrics.storePrune.Inc()
+		a.logger.Warn("pruning the API-user store's change log", zap.Error(err))
 	}
+}
+
+// every runs fn on a goroutine of the app at once and then every
+// interval, until ctx is done; Stop waits for it.
+func (a *App) every(ctx context.Context, interval time.Duration, fn func(ctx context.Context)) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			fn(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
 }
 
 // Stop ends the loops, writes the audit records still queued and the

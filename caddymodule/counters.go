@@ -205,22 +205,8 @@ func rateWindowEnd(now time.Time, window time.Duration) time.Time {
 	return time.Unix(0, start+w)
 }
 
-// exchangeCountersLoop exchanges the counts every sync_interval.
-func (a *App) exchangeCountersLoop(ctx context.Context) {
-	t := time.NewTicker(time.Duration(a.SyncInterval))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			a.exchangeCounters(ctx)
-		}
-	}
-}
-
 // exchangeCounters runs one exchange of this node's counts, if the store
-// keeps counters.
+// keeps counters (every sync_interval).
 func (a *App) exchangeCounters(ctx context.Context) {
 	us, ok := a.store.(store.UsageStore)
 	if !ok || a.limits == nil {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apiusers/caddy-api-users/internal/testwait"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -205,32 +206,11 @@ func loadCaddyfile(t testing.TB, caddyfile string) ([]byte, *App) {
 	return cfgJSON, app.(*App)
 }
 
-// pollInterval is how often eventually and within test their condition.
-const pollInterval = 5 * time.Millisecond
-
-// within tests cond every pollInterval until it holds, for at most
-// timeout, and says whether it held; for a caller that reports on what it
-// got either way. cond runs on the caller's goroutine, so it may fail the
-// test itself.
-func within(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(pollInterval)
-	}
-	return true
-}
-
-// eventually waits, as within does, for what to happen (cond to hold),
-// and fails the test if it does not within timeout.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	if !within(timeout, cond) {
-		t.Fatalf("%s: did not happen within %v", what, timeout)
-	}
-}
+// within and eventually wait for a condition (see testwait).
+var (
+	within     = testwait.Within
+	eventually = testwait.Eventually
+)
 
 // result is a gateway response.
 type result struct {

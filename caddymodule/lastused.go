@@ -73,20 +73,7 @@ func (cu *cachedUser) lastSeen() time.Time {
 	return time.Unix(0, n)
 }
 
-// flushLastUsedLoop writes last-used times every LastUsedInterval.
-func (a *App) flushLastUsedLoop(ctx context.Context) {
-	t := time.NewTicker(time.Duration(a.LastUsedInterval))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			a.flushLastUsed(ctx)
-		}
-	}
-}
-
+// flushLastUsed writes the pending last-used times (every LastUsedInterval).
 func (a *App) flushLastUsed(ctx context.Context) {
 	pending := a.touches.take()
 	if len(pending) == 0 {

@@ -303,7 +303,8 @@ func TestPruneChangesLoop(t *testing.T) {
 	a.now = clock.now
 	loopCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { a.pruneChangesLoop(loopCtx); close(done) }()
+	a.every(loopCtx, changePruneInterval, a.pruneChanges)
+	go func() { a.wg.Wait(); close(done) }()
 	var after []store.Change
 	within(10*time.Second, func() bool {
 		if after, err = a.store.Changes(ctx, 0, 0); err != nil {

@@ -161,29 +161,10 @@ func (a *App) flushUsage(ctx context.Context) {
 	}
 }
 
-// flushUsageLoop flushes usage every flush_interval and, once an hour,
-// prunes the buckets older than their retention.
-func (a *App) flushUsageLoop(ctx context.Context) {
-	t := time.NewTicker(time.Duration(a.Usage.FlushInterval))
-	defer t.Stop()
-	var pruned time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			a.flushUsage(ctx)
-			if now := a.now(); now.Sub(pruned) >= time.Hour {
-				pruned = now
-				a.pruneUsage(ctx, now)
-			}
-		}
-	}
-}
-
 // pruneUsage deletes the usage buckets and ended counter windows that
-// are past their retention.
-func (a *App) pruneUsage(ctx context.Context, now time.Time) {
+// are past their retention (at start and then every hour).
+func (a *App) pruneUsage(ctx context.Context) {
+	now := a.now()
 	us, ok := a.store.(store.UsageStore)
 	if !ok {
 		return

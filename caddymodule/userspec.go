@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -175,21 +176,26 @@ type UserRateLimit struct {
 // as rate_limit.<name>.
 func (r *UserRateLimit) UnmarshalJSON(data []byte) error {
 	type plain UserRateLimit
+	return decodeSpecObject(data, (*plain)(r), "rate_limit", map[string]string{"requests": "a whole number", "window": "a duration string such as \"1m\""}, `{"requests": 600, "window": "1m"}`)
+}
+
+// decodeSpecObject decodes a small JSON object of a spec into v, refusing
+// unknown fields; its errors name the field as name.<field>, with what
+// each field must be (kinds) and an example of the whole object.
+func decodeSpecObject(data []byte, v any, name string, kinds map[string]string, example string) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
-	var v plain
-	if err := dec.Decode(&v); err != nil {
+	if err := dec.Decode(v); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		switch {
 		case errors.As(err, &typeErr) && typeErr.Field != "":
-			return fieldErr("rate_limit."+typeErr.Field, "must be %s, not %s", map[string]string{"requests": "a whole number", "window": "a duration string such as \"1m\""}[typeErr.Field], typeErr.Value)
+			return fieldErr(name+"."+typeErr.Field, "must be %s, not %s", kinds[typeErr.Field], typeErr.Value)
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-			return fieldErr("rate_limit."+name, "is not a field of a rate limit: use requests and window, such as {\"requests\": 600, \"window\": \"1m\"}")
+			field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			return fieldErr(name+"."+field, "is not a field of a %s: use %s, such as %s", strings.ReplaceAll(name, "_", " "), strings.Join(slices.Sorted(maps.Keys(kinds)), " and "), example)
 		}
-		return fieldErr("rate_limit", "must be an object such as {\"requests\": 600, \"window\": \"1m\"}")
+		return fieldErr(name, "must be an object such as %s", example)
 	}
-	*r = UserRateLimit(v)
 	return nil
 }
 
@@ -220,22 +226,7 @@ type UserQuota struct {
 // quota.<name>.
 func (q *UserQuota) UnmarshalJSON(data []byte) error {
 	type plain UserQuota
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	var v plain
-	if err := dec.Decode(&v); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &typeErr) && typeErr.Field != "":
-			return fieldErr("quota."+typeErr.Field, "must be %s, not %s", map[string]string{"requests": "a whole number", "period": "\"day\" or \"month\""}[typeErr.Field], typeErr.Value)
-		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-			return fieldErr("quota."+name, "is not a field of a quota: use requests and period, such as {\"requests\": 100000, \"period\": \"month\"}")
-		}
-		return fieldErr("quota", "must be an object such as {\"requests\": 100000, \"period\": \"month\"}")
-	}
-	*q = UserQuota(v)
-	return nil
+	return decodeSpecObject(data, (*plain)(q), "quota", map[string]string{"requests": "a whole number", "period": "\"day\" or \"month\""}, `{"requests": 100000, "period": "month"}`)
 }
 
 func (q *UserQuota) parse() (policy.Quota, error) {
