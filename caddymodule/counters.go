@@ -55,7 +55,17 @@ type windowCounters struct {
 	node   string
 	seed   maphash.Seed
 	shards [counterShards]counterShard
+
+	// lastRead is the store's clock at the last successful read of the
+	// other nodes' counts; exchanges are serialised by exchangeMu.
+	exchangeMu sync.Mutex
+	lastRead   time.Time
 }
+
+// counterReadMargin is how far before the last read an exchange asks for
+// changes again: longer than a PutCounters of another node takes between
+// stamping its rows and committing them, so none is missed.
+const counterReadMargin = 10 * time.Second
 
 type counterShard struct {
 	mu sync.Mutex
@@ -142,6 +152,8 @@ func (wc *windowCounters) count(kind, user string, end time.Time) int64 {
 // window; it forgets the windows that ended before now. On an error the
 // counts not written are written at the next exchange.
 func (wc *windowCounters) exchange(ctx context.Context, us store.UsageStore, now time.Time) error {
+	wc.exchangeMu.Lock()
+	defer wc.exchangeMu.Unlock()
 	var changed []store.Counter
 	cutoff := now.UnixNano()
 	for i := range wc.shards {
@@ -172,10 +184,19 @@ func (wc *windowCounters) exchange(ctx context.Context, us store.UsageStore, now
 			s.mu.Unlock()
 		}
 	}
-	sums, err := us.SumCounters(ctx, now.Add(time.Nanosecond), wc.node)
+	// After the first exchange, only the windows other nodes changed since
+	// the last read (less a margin for writes that were under way) are
+	// read: the cost of an exchange follows the users active since, not
+	// every live window.
+	var changedSince time.Time
+	if !wc.lastRead.IsZero() {
+		changedSince = wc.lastRead.Add(-counterReadMargin)
+	}
+	sums, readAt, err := us.SumCounters(ctx, now.Add(time.Nanosecond), wc.node, changedSince)
 	if err != nil {
 		return fmt.Errorf("reading the other nodes' quota and rate counts: %w", err)
 	}
+	wc.lastRead = readAt
 	for _, c := range sums {
 		k := windowKey{kind: c.Kind, user: c.Key, end: c.Window.UnixNano()}
 		s := wc.shard(c.Key)

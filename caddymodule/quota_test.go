@@ -96,7 +96,7 @@ func TestWindowCountersAcrossNodes(t *testing.T) {
 	if got := a.count(counterQuotaDay, "u1", end); got != 0 {
 		t.Fatalf("yesterday's window still counts %d after its end", got)
 	}
-	sums, err := s.SumCounters(ctx, tomorrow.Add(time.Nanosecond), "")
+	sums, _, err := s.SumCounters(ctx, tomorrow.Add(time.Nanosecond), "", time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,9 +210,9 @@ func (c *countingStore) PutCounters(ctx context.Context, node string, counters [
 	return c.SQLite.PutCounters(ctx, node, counters)
 }
 
-func (c *countingStore) SumCounters(ctx context.Context, since time.Time, except string) ([]store.Counter, error) {
+func (c *countingStore) SumCounters(ctx context.Context, since time.Time, except string, changedSince time.Time) ([]store.Counter, time.Time, error) {
 	c.calls.Add(1)
-	return c.SQLite.SumCounters(ctx, since, except)
+	return c.SQLite.SumCounters(ctx, since, except, changedSince)
 }
 
 func (c *countingStore) LastChange(ctx context.Context) (int64, error) {

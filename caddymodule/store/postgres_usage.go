@@ -178,9 +178,12 @@ func (s *Postgres) PutCounters(ctx context.Context, node string, counters []Coun
 	for i, c := range merged {
 		kinds[i], keys[i], windows[i], cnts[i] = c.Kind, c.Key, c.Window, c.Count
 	}
-	if _, err := s.pool.Exec(ctx, `INSERT INTO usage_counters AS c (kind, key, window_start, node, count)
-SELECT k, key, w, $4, n FROM unnest($1::text[], $2::text[], $3::timestamptz[], $5::bigint[]) AS u (k, key, w, n)
-ON CONFLICT (kind, key, window_start, node) DO UPDATE SET count = excluded.count
+	// changed_at is the server's clock as the row is written, close to the
+	// commit: readers ask for what changed since their last read, less a
+	// margin (SumCounters).
+	if _, err := s.pool.Exec(ctx, `INSERT INTO usage_counters AS c (kind, key, window_at, node, count, changed_at)
+SELECT k, key, w, $4, n, clock_timestamp() FROM unnest($1::text[], $2::text[], $3::timestamptz[], $5::bigint[]) AS u (k, key, w, n)
+ON CONFLICT (kind, key, window_at, node) DO UPDATE SET count = excluded.count, changed_at = excluded.changed_at
 WHERE c.count < excluded.count`, kinds, keys, windows, node, cnts); err != nil {
 		return fmt.Errorf("putting %d counters of node %q in %s: %w", n, node, s.where, err)
 	}
@@ -188,34 +191,52 @@ WHERE c.count < excluded.count`, kinds, keys, windows, node, cnts); err != nil {
 }
 
 // SumCounters implements UsageStore.
-func (s *Postgres) SumCounters(ctx context.Context, since time.Time, except string) ([]Counter, error) {
+func (s *Postgres) SumCounters(ctx context.Context, since time.Time, except string, changedSince time.Time) ([]Counter, time.Time, error) {
 	if err := checkTime("summing counters", since); err != nil {
-		return nil, err
+		return nil, time.Time{}, err
+	}
+	if err := checkTime("summing counters", changedSince); err != nil {
+		return nil, time.Time{}, err
 	}
 	if since.IsZero() {
 		since = minTime
 	}
-	rows, err := s.pool.Query(ctx, `SELECT kind, key, window_start, sum(count)::bigint FROM usage_counters
-WHERE window_start >= $1 AND node <> $2
-GROUP BY kind, key, window_start
-ORDER BY kind, key, window_start`, since.UTC(), except)
+	var changed any // NULL: every live window
+	if !changedSince.IsZero() {
+		changed = changedSince.UTC()
+	}
+	// The read time is the server's, the clock changed_at comes from, taken
+	// before the sums: a row changed in between is read again next time.
+	var readAt time.Time
+	if err := s.pool.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&readAt); err != nil {
+		return nil, time.Time{}, fmt.Errorf("summing counters in %s: %w", s.where, err)
+	}
+	rows, err := s.pool.Query(ctx, `WITH changed AS (
+	SELECT DISTINCT kind, key, window_at FROM usage_counters
+	WHERE window_at >= $1 AND node <> $2 AND ($3::timestamptz IS NULL OR changed_at >= $3)
+)
+SELECT c.kind, c.key, c.window_at, sum(c.count)::bigint FROM usage_counters c
+JOIN changed USING (kind, key, window_at)
+WHERE c.node <> $2
+GROUP BY c.kind, c.key, c.window_at
+ORDER BY c.kind, c.key, c.window_at`, since.UTC(), except, changed)
 	if err != nil {
-		return nil, fmt.Errorf("summing counters in %s: %w", s.where, err)
+		return nil, time.Time{}, fmt.Errorf("summing counters in %s: %w", s.where, err)
 	}
 	defer rows.Close()
 	var counters []Counter
 	for rows.Next() {
 		var c Counter
 		if err := rows.Scan(&c.Kind, &c.Key, &c.Window, &c.Count); err != nil {
-			return nil, fmt.Errorf("summing counters in %s: %w", s.where, err)
+			return nil, time.Time{}, fmt.Errorf("summing counters in %s: %w", s.where, err)
 		}
 		c.Window = c.Window.UTC()
 		counters = append(counters, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("summing counters in %s: %w", s.where, err)
+		return nil, time.Time{}, fmt.Errorf("summing counters in %s: %w", s.where, err)
 	}
-	return counters, nil
+	return counters, readAt.UTC(), nil
 }
 
 // PruneCounters implements UsageStore.
@@ -226,7 +247,7 @@ func (s *Postgres) PruneCounters(ctx context.Context, before time.Time) (int64, 
 	if before.IsZero() {
 		return 0, nil
 	}
-	tag, err := s.pool.Exec(ctx, `DELETE FROM usage_counters WHERE window_start < $1`, before.UTC())
+	tag, err := s.pool.Exec(ctx, `DELETE FROM usage_counters WHERE window_at < $1`, before.UTC())
 	if err != nil {
 		return 0, fmt.Errorf("pruning counters in %s: %w", s.where, err)
 	}

@@ -164,16 +164,18 @@ func (s *SQLite) PutCounters(ctx context.Context, node string, counters []Counte
 		return err
 	}
 	return s.write(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, `INSERT INTO usage_counters (kind, key, window_start, node, count)
-VALUES (?1, ?2, ?3, ?4, ?5)
-ON CONFLICT (kind, key, window_start, node) DO UPDATE SET count = excluded.count
+		// Under the write lock, so changed_at follows the order of commits.
+		changedAt := s.now().UnixNano()
+		stmt, err := tx.PrepareContext(ctx, `INSERT INTO usage_counters (kind, key, window_at, node, count, changed_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+ON CONFLICT (kind, key, window_at, node) DO UPDATE SET count = excluded.count, changed_at = excluded.changed_at
 WHERE excluded.count > count`)
 		if err != nil {
 			return fmt.Errorf("putting the counters of node %q: %w", node, err)
 		}
 		defer stmt.Close()
 		for _, c := range merged {
-			if _, err := stmt.ExecContext(ctx, c.Kind, c.Key, c.Window.UnixNano(), node, c.Count); err != nil {
+			if _, err := stmt.ExecContext(ctx, c.Kind, c.Key, c.Window.UnixNano(), node, c.Count, changedAt); err != nil {
 				return fmt.Errorf("putting the %q counter of %q of node %q: %w", c.Kind, c.Key, node, err)
 			}
 		}
@@ -182,19 +184,35 @@ WHERE excluded.count > count`)
 }
 
 // SumCounters implements UsageStore.
-func (s *SQLite) SumCounters(ctx context.Context, since time.Time, except string) ([]Counter, error) {
+func (s *SQLite) SumCounters(ctx context.Context, since time.Time, except string, changedSince time.Time) ([]Counter, time.Time, error) {
 	if err := checkTime("summing counters", since); err != nil {
-		return nil, err
+		return nil, time.Time{}, err
+	}
+	if err := checkTime("summing counters", changedSince); err != nil {
+		return nil, time.Time{}, err
 	}
 	if since.IsZero() {
 		since = minTime
 	}
-	rows, err := s.reader.QueryContext(ctx, `SELECT kind, key, window_start, sum(count) FROM usage_counters
-WHERE window_start >= ? AND node <> ?
-GROUP BY kind, key, window_start
-ORDER BY kind, key, window_start`, since.UnixNano(), except)
+	readAt := s.now().UTC()
+	q := `SELECT kind, key, window_at, sum(count) FROM usage_counters
+WHERE window_at >= ?1 AND node <> ?2
+GROUP BY kind, key, window_at
+ORDER BY kind, key, window_at`
+	args := []any{since.UnixNano(), except}
+	if !changedSince.IsZero() {
+		q = `SELECT c.kind, c.key, c.window_at, sum(c.count) FROM usage_counters c
+JOIN (SELECT DISTINCT kind, key, window_at FROM usage_counters
+	WHERE changed_at >= ?3 AND window_at >= ?1 AND node <> ?2) AS changed
+	ON changed.kind = c.kind AND changed.key = c.key AND changed.window_at = c.window_at
+WHERE c.node <> ?2
+GROUP BY c.kind, c.key, c.window_at
+ORDER BY c.kind, c.key, c.window_at`
+		args = append(args, changedSince.UnixNano())
+	}
+	rows, err := s.reader.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("summing counters: %w", err)
+		return nil, time.Time{}, fmt.Errorf("summing counters: %w", err)
 	}
 	defer rows.Close()
 	var counters []Counter
@@ -202,15 +220,15 @@ ORDER BY kind, key, window_start`, since.UnixNano(), except)
 		var c Counter
 		var window int64
 		if err := rows.Scan(&c.Kind, &c.Key, &window, &c.Count); err != nil {
-			return nil, fmt.Errorf("summing counters: %w", err)
+			return nil, time.Time{}, fmt.Errorf("summing counters: %w", err)
 		}
 		c.Window = time.Unix(0, window).UTC()
 		counters = append(counters, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("summing counters: %w", err)
+		return nil, time.Time{}, fmt.Errorf("summing counters: %w", err)
 	}
-	return counters, nil
+	return counters, readAt, nil
 }
 
 // PruneCounters implements UsageStore.
@@ -223,7 +241,7 @@ func (s *SQLite) PruneCounters(ctx context.Context, before time.Time) (int64, er
 	}
 	var deleted int64
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM usage_counters WHERE window_start < ?`, before.UnixNano())
+		res, err := tx.ExecContext(ctx, `DELETE FROM usage_counters WHERE window_at < ?`, before.UnixNano())
 		if err != nil {
 			return fmt.Errorf("pruning counters: %w", err)
 		}

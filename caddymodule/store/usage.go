@@ -59,8 +59,13 @@ type UsageStore interface {
 	// SumCounters returns, for every counter whose Window is at or after
 	// since, the sum of the counts of all nodes but except ("" for all
 	// nodes), ordered by Kind, Key, Window. A counter only except has
-	// counted is left out.
-	SumCounters(ctx context.Context, since time.Time, except string) ([]Counter, error)
+	// counted is left out. With a changedSince that is not zero, only the
+	// counters that some node but except raised at or after changedSince
+	// are summed (each over all those nodes): a reader that passes the
+	// time the previous call returned, less a margin longer than a
+	// PutCounters takes, reads what changed instead of every live window.
+	// The time returned is the store's clock when the read began.
+	SumCounters(ctx context.Context, since time.Time, except string, changedSince time.Time) ([]Counter, time.Time, error)
 
 	// PruneCounters deletes the counters of every node whose Window starts
 	// before before (pass the start of the oldest window still current),
@@ -138,7 +143,7 @@ func (u UserUsage) Total() int64 { return u.Allowed + u.Refused }
 type Counter struct {
 	Kind   string    // e.g. "quota_day", "quota_month", "rate"
 	Key    string    // e.g. a user ID
-	Window time.Time // the start of the window
+	Window time.Time // the instant that names the window (the gateway uses its end)
 	Count  int64
 }
 

@@ -514,9 +514,14 @@ func testCounters(t *testing.T, stores []store.Store) {
 			t.Fatalf("PutCounters(%q): %v", node, err)
 		}
 	}
-	sum := func(s store.UsageStore, since time.Time, except string) []store.Counter {
+	var lastRead time.Time
+	sumChanged := func(s store.UsageStore, since time.Time, except string, changedSince time.Time) []store.Counter {
 		t.Helper()
-		got, err := s.SumCounters(ctx, since, except)
+		got, readAt, err := s.SumCounters(ctx, since, except, changedSince)
+		if readAt.IsZero() || readAt.Location() != time.UTC {
+			t.Errorf("SumCounters: read time %v, want a time in UTC", readAt)
+		}
+		lastRead = readAt
 		if err != nil {
 			t.Fatalf("SumCounters: %v", err)
 		}
@@ -526,6 +531,10 @@ func testCounters(t *testing.T, stores []store.Store) {
 			}
 		}
 		return got
+	}
+	sum := func(s store.UsageStore, since time.Time, except string) []store.Counter {
+		t.Helper()
+		return sumChanged(s, since, except, time.Time{})
 	}
 	want := func(what string, got, want []store.Counter) {
 		t.Helper()
@@ -580,13 +589,28 @@ func testCounters(t *testing.T, stores []store.Store) {
 		t.Errorf("SumCounters with no window = %#v, want nil", got)
 	}
 
-	// A count that rises is written, on either handle.
+	// A count that rises is written, on either handle; a reader asking
+	// for what changed since its last read gets that window alone, summed
+	// over the nodes, and not what only it changed.
+	sum(b, day, "node-b")
+	since := lastRead
 	put(b, "node-a", store.Counter{Kind: "quota_day", Key: "bob", Window: day, Count: 9})
+	put(b, "node-b", store.Counter{Kind: "quota_day", Key: "alice", Window: day, Count: 8})
 	want("after bob's count rose", sum(a, day, "node-b"), []store.Counter{
 		{Kind: "quota_day", Key: "alice", Window: day, Count: 12},
 		{Kind: "quota_day", Key: "bob", Window: day, Count: 9},
 		{Kind: "rate", Key: "alice", Window: rate, Count: 5},
 	})
+	want("what changed since the last read, for node b", sumChanged(b, day, "node-b", since), []store.Counter{
+		{Kind: "quota_day", Key: "bob", Window: day, Count: 9},
+	})
+	want("what changed since the last read, for node c", sumChanged(b, day, "node-c", since), []store.Counter{
+		{Kind: "quota_day", Key: "alice", Window: day, Count: 20},
+		{Kind: "quota_day", Key: "bob", Window: day, Count: 9},
+	})
+	if got := sumChanged(a, day, "node-b", lastRead.Add(time.Hour)); got != nil {
+		t.Errorf("nothing changed after the read: got %+v", got)
+	}
 
 	prune := func(before time.Time, want int64) {
 		t.Helper()
@@ -675,10 +699,10 @@ func testUsageRefusals(t *testing.T, stores []store.Store) {
 			t.Errorf("PutCounters with %s succeeded", name)
 		}
 	}
-	if got, err := s.SumCounters(ctx, time.Time{}, ""); err != nil || got != nil {
+	if got, _, err := s.SumCounters(ctx, time.Time{}, "", time.Time{}); err != nil || got != nil {
 		t.Errorf("after refused PutCounters: SumCounters = %+v, %v; want nothing", got, err)
 	}
-	if _, err := s.SumCounters(ctx, time.Date(1066, 1, 1, 0, 0, 0, 0, time.UTC), ""); err == nil {
+	if _, _, err := s.SumCounters(ctx, time.Date(1066, 1, 1, 0, 0, 0, 0, time.UTC), "", time.Time{}); err == nil {
 		t.Error("SumCounters since 1066 succeeded")
 	}
 	if _, err := s.PruneUsage(ctx, time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC), time.Time{}); err == nil {

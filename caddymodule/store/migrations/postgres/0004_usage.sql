@@ -36,18 +36,22 @@ CREATE TABLE usage_daily (
 
 CREATE INDEX usage_daily_start ON usage_daily (start);
 
--- Each node's own count of each quota or rate-limit window (kind such as
--- 'quota_day', key such as a user ID, window_start the window's start). A
--- node writes only its own rows, so nodes never wait for each other's row
--- locks, and a count only rises; the cluster's count is the sum over the
--- nodes.
+-- Each node's own count of each quota or rate-limit window: kind such as
+-- 'quota_day', key such as a user ID, window_at the instant that names the
+-- window (the gateway uses its end, so the live windows are those after
+-- now), changed_at when the node last raised the count (readers ask for
+-- what changed since their last read). A node writes only its own rows,
+-- so nodes never wait for each other's row locks, and a count only rises;
+-- the cluster's count is the sum over the nodes.
 CREATE TABLE usage_counters (
     kind         text COLLATE "C" NOT NULL CHECK (kind <> ''),
     key          text COLLATE "C" NOT NULL CHECK (key <> ''),
-    window_start timestamptz NOT NULL,
+    window_at    timestamptz NOT NULL,
+    changed_at   timestamptz NOT NULL DEFAULT now(),
     node         text COLLATE "C" NOT NULL CHECK (node <> ''),
     count        bigint NOT NULL CHECK (count >= 0),
-    PRIMARY KEY (kind, key, window_start, node)
+    PRIMARY KEY (kind, key, window_at, node)
 );
 
-CREATE INDEX usage_counters_window ON usage_counters (window_start);
+CREATE INDEX usage_counters_window ON usage_counters (window_at);
+CREATE INDEX usage_counters_changed ON usage_counters (changed_at);

@@ -33,17 +33,22 @@ CREATE TABLE usage_daily (
 
 CREATE INDEX usage_daily_start ON usage_daily (start);
 
--- Each node's own count of each quota or rate-limit window (kind such as
--- 'quota_day', key such as a user ID, window_start in Unix nanoseconds).
--- A node writes only its own rows, and a count only rises; the cluster's
--- count is the sum over the nodes.
+-- Each node's own count of each quota or rate-limit window: kind such as
+-- 'quota_day', key such as a user ID, window_at the instant that names the
+-- window (the gateway uses its end, so the live windows are those after
+-- now), changed_at when the node last raised the count (readers ask for
+-- what changed since their last read). A node writes only its own rows,
+-- so nodes never wait for each other's row locks, and a count only rises;
+-- the cluster's count is the sum over the nodes.
 CREATE TABLE usage_counters (
     kind         TEXT NOT NULL CHECK (kind <> ''),
     key          TEXT NOT NULL CHECK (key <> ''),
-    window_start INTEGER NOT NULL,
+    window_at    INTEGER NOT NULL,
+    changed_at   INTEGER NOT NULL DEFAULT 0,
     node         TEXT NOT NULL CHECK (node <> ''),
     count        INTEGER NOT NULL CHECK (count >= 0),
-    PRIMARY KEY (kind, key, window_start, node)
+    PRIMARY KEY (kind, key, window_at, node)
 ) STRICT, WITHOUT ROWID;
 
-CREATE INDEX usage_counters_window ON usage_counters (window_start);
+CREATE INDEX usage_counters_window ON usage_counters (window_at);
+CREATE INDEX usage_counters_changed ON usage_counters (changed_at);
