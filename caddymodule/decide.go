@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"context"
+	"net/netip"
 	"net/url"
 	"strings"
 
@@ -23,6 +24,9 @@ type DecideSpec struct {
 	Method      string  `json:"method"`
 	Path        string  `json:"path"`
 	ProxiedUser *string `json:"proxied_user,omitempty"`
+	// ClientIP, when set, is the client address to check the user's
+	// allowed_ips against; without it they are not checked.
+	ClientIP *string `json:"client_ip,omitempty"`
 }
 
 // DecisionView is what the gateway would decide, and why.
@@ -65,7 +69,7 @@ func stepOf(r policy.Reason) int {
 	return 2
 }
 
-const notChecked = "the credential itself, the client address's lockout and the user's rate limit: a real request must also present a valid credential and stay within its rate limit"
+const notChecked = "the credential itself, the client address's lockout, the user's rate limit and quota, and, unless client_ip is given, its allowed_ips: a real request must also present a valid credential, come from an allowed address and stay within its rate limit and quota"
 
 // Explain decides spec for the user id at t as the gateway would now.
 func (a *App) Explain(ctx context.Context, t Tenant, id string, spec DecideSpec) (*policy.APIUser, DecisionView, error) {
@@ -75,15 +79,28 @@ func (a *App) Explain(ctx context.Context, t Tenant, id string, spec DecideSpec)
 	if !strings.HasPrefix(spec.Path, "/") || len(spec.Path) > 8192 || strings.ContainsFunc(spec.Path, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
 		return nil, DecisionView{}, fieldErr("path", "%q is not a request path: it starts with \"/\", as the client sends it (escaped), such as /v1/products/1337/devices", spec.Path)
 	}
+	var client netip.Addr
+	if spec.ClientIP != nil {
+		addr, err := netip.ParseAddr(*spec.ClientIP)
+		if err != nil || addr.Zone() != "" {
+			return nil, DecisionView{}, fieldErr("client_ip", "%q is not an IP address such as 203.0.113.7 or 2001:db8::7", *spec.ClientIP)
+		}
+		client = addr
+	}
 	u, err := a.GetUser(ctx, t, id)
 	if err != nil {
 		return nil, DecisionView{}, err
 	}
 	v := a.view.Load()
-	p := policy.Compile(u, v.roles)
+	decided := u
+	if spec.ClientIP == nil && len(u.AllowedIPs) > 0 {
+		decided = u.Clone()
+		decided.AllowedIPs = nil // not checked without an address
+	}
+	p := policy.Compile(decided, v.roles)
 
 	rawPath, rawQuery, _ := strings.Cut(spec.Path, "?")
-	req := policy.Request{Method: spec.Method, Path: rawPath}
+	req := policy.Request{Method: spec.Method, Path: rawPath, ClientIP: client}
 	if spec.ProxiedUser != nil {
 		req.HasProxiedUser, req.ProxiedUser = true, *spec.ProxiedUser
 	}

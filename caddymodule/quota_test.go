@@ -413,9 +413,27 @@ func TestQuotaAndAllowedIPsSpec(t *testing.T) {
 			t.Errorf("%+v: %v, want a FieldError on %s", c.spec, err, c.field)
 		}
 	}
-	u, _, err := a.CreateUser(context.Background(), Tenant{Org: "acme"}, &UserSpec{Quota: &UserQuota{Requests: 100, Period: "month"}, AllowedIPs: strs("10.1.2.3", "2001:db8::/32", "10.1.2.3")})
+	u, _, err := a.CreateUser(context.Background(), Tenant{Org: "acme"}, &UserSpec{Scopes: strs("devices:list"), Quota: &UserQuota{Requests: 100, Period: "month"}, AllowedIPs: strs("10.1.2.3", "2001:db8::/32", "10.1.2.3")})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Try a request: allowed_ips are checked when a client address is given.
+	for _, c := range []struct {
+		ip   *string
+		want string
+	}{
+		{nil, "allowed"},
+		{ptr("10.1.2.3"), "allowed"},
+		{ptr("10.1.2.4"), "ip_not_allowed"},
+		{ptr("2001:db8:ff::1"), "allowed"},
+	} {
+		_, dv, err := a.Explain(context.Background(), Tenant{Org: "acme"}, u.ID, DecideSpec{Method: "GET", Path: "/v1/products/1337/devices", ClientIP: c.ip})
+		if err != nil || dv.Reason != c.want {
+			t.Errorf("explain from %v: %q, %v; want %s", c.ip, dv.Reason, err, c.want)
+		}
+	}
+	if _, _, err := a.Explain(context.Background(), Tenant{Org: "acme"}, u.ID, DecideSpec{Method: "GET", Path: "/", ClientIP: ptr("nope")}); err == nil || err.(*FieldError).Field != "client_ip" {
+		t.Errorf("explain from a bad address: %v, want a FieldError on client_ip", err)
 	}
 	v := viewOf(u)
 	if v.Quota == nil || v.Quota.Requests != 100 || v.Quota.Period != "month" || fmt.Sprint(v.AllowedIPs) != "[10.1.2.3/32 2001:db8::/32]" {
