@@ -190,3 +190,161 @@ func checkUpstream(t *testing.T, up *recorder, gws []*gwNode, user string, want 
 		t.Errorf("the upstream received %d requests of the user (%s), want the %d the nodes admitted", got, strings.Join(per, ", "), want)
 	}
 }
+
+// rateRow is one line of TestClusterRateLimit's table.
+type rateRow struct {
+	processes       int
+	mode            string
+	admitted, limit int
+	a, bound        int // A, and the bound on admitted
+	low             int // the least admitted that passes
+}
+
+// TestClusterRateLimit drives one user, limited to R requests per window
+// by the site's rate_limit, well past the limit through 1, 2 and 3
+// gateway processes on one PostgreSQL database, and counts what one
+// window admitted. With rate_limits cluster it must be at least R and at
+// most R + (N-1) x A (A: the most one node admitted in 2 x
+// sync_interval), never more than N x R. With rate_limits node each
+// process counts alone: 3 processes admit about 3R.
+func TestClusterRateLimit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	const (
+		limit   = 100
+		window  = 2 * time.Second
+		workers = 2                     // per node
+		pace    = 15 * time.Millisecond // per worker: about 130 requests/s per node
+	)
+	srv := pgtest.Start(t)
+	dbURL := srv.NewRole(t, srv.NewDatabase(t), "gateway", "pw-Rate-31d0")
+	bin := buildCaddy(t)
+	up := newRecorder(t)
+	site := fmt.Sprintf("\t\trate_limit %d %s", limit, window)
+	const path = "/v1/products/1337/devices"
+
+	// measure drives a new user through the first n of gws for one whole
+	// window and returns what that window admitted. In node mode the
+	// drive starts a window early, so each node's limiter has used its
+	// burst and admits at its rate: the window then holds what the rate
+	// allows, not a burst on top.
+	measure := func(gws []*gwNode, mode string, n int) rateRow {
+		t.Helper()
+		user, auth := gws[0].createUser(t, `"scopes": ["devices:list"]`)
+		// Each node reads the user from the store once, before the window.
+		for i, g := range gws[:n] {
+			if a := g.send(i, "GET", path, auth); a.status != 200 {
+				t.Fatalf("the user's first request on node %s: %d %s", g.name, a.status, a.code)
+			}
+		}
+		lead := 200 * time.Millisecond
+		if mode == "node" {
+			lead = 1500 * time.Millisecond
+		}
+		// Windows are fixed and epoch-aligned: the next one starts at
+		// the next multiple of the window since the Unix epoch.
+		start := time.Now().Add(lead).Truncate(window).Add(window)
+		end := start.Add(window)
+		var warm []answer
+		if mode == "node" {
+			warm = drive(gws[:n], workers, pace, path, auth, func(*answer) bool { return time.Until(start) < 50*time.Millisecond })
+		}
+		time.Sleep(time.Until(start.Add(10 * time.Millisecond)))
+		answers := drive(gws[:n], workers, pace, path, auth, func(*answer) bool { return time.Until(end) < 100*time.Millisecond })
+		row := rateRow{processes: n, mode: mode, limit: limit}
+		perNode := make([][]time.Time, n)
+		bad, ok200 := 0, n
+		for _, a := range warm {
+			if a.status == 200 {
+				ok200++
+			}
+		}
+		for _, a := range answers {
+			switch {
+			case a.err != nil:
+				t.Fatalf("node %s: %v", gws[a.node].name, a.err)
+			case a.sent.Before(start) || !a.at.Before(end):
+				t.Fatalf("an answer outside the window: sent %v, answered %v; window %v to %v", a.sent, a.at, start, end)
+			case a.status == 200:
+				ok200++
+				row.admitted++
+				perNode[a.node] = append(perNode[a.node], a.at)
+			default:
+				if msg := checkRateRefusal(a, mode, end); msg != "" {
+					if bad++; bad <= 5 {
+						t.Errorf("%d processes, %s mode: node %s: %s", n, mode, gws[a.node].name, msg)
+					}
+				}
+			}
+		}
+		for _, ts := range perNode {
+			row.a = max(row.a, maxInWindow(ts, 2*clusterSync))
+		}
+		if mode == "cluster" {
+			row.low, row.bound = limit, min(limit+(n-1)*row.a, n*limit)
+		} else {
+			// Each node admits its own limit in a window: at the rate
+			// of R per window once its burst is used up, one request
+			// more at most for the pause at the window's start.
+			row.low, row.bound = limit*n*5/6, n*(limit+1)
+		}
+		t.Logf("%d processes, %s mode: %d requests in the window, %d admitted (limit %d, pass if in [%d, %d]), A = %d",
+			n, mode, len(answers), row.admitted, limit, row.low, row.bound, row.a)
+		if row.admitted < row.low || row.admitted > row.bound {
+			t.Errorf("%d processes, %s mode: the window admitted %d requests, outside [%d, %d]", n, mode, row.admitted, row.low, row.bound)
+		}
+		checkUpstream(t, up, gws, user, ok200)
+		return row
+	}
+
+	var rows []rateRow
+	cluster := make([]*gwNode, 3)
+	for i := range cluster {
+		cluster[i] = startGateway(t, fmt.Sprintf("C%d", i+1), bin, dbURL, up, gwConfig{syncInterval: clusterSync, rateLimits: "cluster", site: site})
+	}
+	for n := 1; n <= 3; n++ {
+		rows = append(rows, measure(cluster, "cluster", n))
+	}
+	for _, g := range cluster {
+		g.stop(t)
+	}
+	perNode := make([]*gwNode, 3)
+	for i := range perNode {
+		perNode[i] = startGateway(t, fmt.Sprintf("N%d", i+1), bin, dbURL, up, gwConfig{syncInterval: clusterSync, rateLimits: "node", site: site})
+	}
+	rows = append(rows, measure(perNode, "node", 3))
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "rate_limit %d %s, sync_interval %s, about %d requests/s per process:\n", limit, window, clusterSync, int(time.Second/pace)*workers)
+	fmt.Fprintf(&b, "| processes | mode    | admitted | limit | bound |\n")
+	fmt.Fprintf(&b, "|-----------|---------|----------|-------|-------|\n")
+	for _, r := range rows {
+		bound := fmt.Sprintf("%d x (%d + 1) = %d (each its own)", r.processes, r.limit, r.bound)
+		if r.mode == "cluster" {
+			bound = fmt.Sprintf("%d + %d x %d = %d", r.limit, r.processes-1, r.a, r.limit+(r.processes-1)*r.a)
+		}
+		fmt.Fprintf(&b, "| %9d | %-7s | %8d | %5d | %s |\n", r.processes, r.mode, r.admitted, r.limit, bound)
+	}
+	t.Log("\n" + b.String())
+}
+
+// checkRateRefusal checks that a refusal is 429 rate_limited with a
+// Retry-After: in cluster mode the end of the fixed window end (the
+// decision was made between a.sent and a.at, and Retry-After rounds up
+// to a second); in node mode at most the window.
+func checkRateRefusal(a answer, mode string, end time.Time) string {
+	if a.status != 429 || a.code != "rate_limited" {
+		return fmt.Sprintf("refused with %d %q, want 429 rate_limited", a.status, a.code)
+	}
+	ra, ok := retryAfterSeconds(a.retryAfter)
+	if !ok || ra == 0 {
+		return fmt.Sprintf("Retry-After %q is not a positive number of seconds", a.retryAfter)
+	}
+	if mode == "cluster" {
+		if reset := a.at.Add(ra); reset.Before(end) || reset.After(end.Add(2*time.Second)) {
+			return fmt.Sprintf("Retry-After %s points at %s, not at the window's end %s", a.retryAfter, reset.Format(time.RFC3339Nano), end.Format(time.RFC3339Nano))
+		}
+	}
+	return ""
+}
