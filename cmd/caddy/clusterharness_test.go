@@ -59,9 +59,6 @@ func startGateway(t *testing.T, name, bin, dbURL string, up *recorder, c gwConfi
 	if c.rateLimits != "" {
 		fmt.Fprintf(&global, "\t\trate_limits %s\n", c.rateLimits)
 	}
-	if c.usageFlush > 0 {
-		fmt.Fprintf(&global, "\t\tusage {\n\t\t\tflush_interval %s\n\t\t}\n", c.usageFlush)
-	}
 	cfg := fmt.Sprintf(`{
 	admin off
 	auto_https off
@@ -103,6 +100,12 @@ http://127.0.0.1:%d {
 	}
 	n.env = append(os.Environ(), "DATABASE_URL="+dbURL, "HOME="+dir,
 		"XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
+	if c.usageFlush > 0 {
+		// The Caddyfile's usage { flush_interval } block does not parse
+		// (TestCaddyfileUsageBlock), so the interval is set in the
+		// adapted JSON config instead.
+		n.config = withUsageFlush(t, bin, n.config, n.env, c.usageFlush)
+	}
 	t.Cleanup(func() {
 		if n.cmd != nil {
 			_ = n.cmd.Process.Signal(syscall.SIGINT)
@@ -122,6 +125,36 @@ http://127.0.0.1:%d {
 	return n
 }
 
+// withUsageFlush adapts the Caddyfile at path to JSON, sets the api_users
+// app's usage flush_interval in it, and returns the JSON config's path.
+func withUsageFlush(t *testing.T, bin, path string, env []string, flush time.Duration) string {
+	t.Helper()
+	adapt := exec.Command(bin, "adapt", "--config", path)
+	adapt.Env = env
+	out, err := adapt.Output()
+	if err != nil {
+		t.Fatalf("caddy adapt: %v\n%s", err, out)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatalf("caddy adapt: %v\n%s", err, out)
+	}
+	app, ok := cfg["apps"].(map[string]any)["api_users"].(map[string]any)
+	if !ok {
+		t.Fatalf("caddy adapt: no api_users app in %s", out)
+	}
+	app["usage"] = map[string]any{"flush_interval": flush.String()}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jsonPath := path + ".json"
+	if err := os.WriteFile(jsonPath, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return jsonPath
+}
+
 // start starts the process and waits until both its sites answer.
 func (n *gwNode) start(t *testing.T) {
 	t.Helper()
@@ -137,8 +170,21 @@ func (n *gwNode) start(t *testing.T) {
 		_ = cmd.Wait()
 		close(n.done)
 	}()
-	waitFor(t, n.management)
-	waitFor(t, n.gateway)
+	eventually(t, 30*time.Second, "node "+n.name+" comes up", func() bool {
+		select {
+		case <-n.done:
+			t.Fatalf("node %s exited at start:\n%s", n.name, n.log.String())
+		default:
+		}
+		for _, url := range []string{n.management, n.gateway} {
+			resp, err := http.Get(url + "/")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+		}
+		return true
+	})
 }
 
 // kill ends the process with SIGKILL: no shutdown, no flush.
