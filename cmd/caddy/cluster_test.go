@@ -214,8 +214,8 @@ func TestClusterRateLimit(t *testing.T) {
 	const (
 		limit   = 100
 		window  = 2 * time.Second
-		workers = 2                     // per node
-		pace    = 15 * time.Millisecond // per worker: about 130 requests/s per node
+		workers = 3                     // per node
+		pace    = 22 * time.Millisecond // per worker: about 135 requests/s per node
 	)
 	srv := pgtest.Start(t)
 	dbURL := srv.NewRole(t, srv.NewDatabase(t), "gateway", "pw-Rate-31d0")
@@ -251,10 +251,19 @@ func TestClusterRateLimit(t *testing.T) {
 			warm = drive(gws[:n], workers, pace, path, auth, func(*answer) bool { return time.Until(start) < 50*time.Millisecond })
 		}
 		time.Sleep(time.Until(start.Add(10 * time.Millisecond)))
-		answers := drive(gws[:n], workers, pace, path, auth, func(*answer) bool { return time.Until(end) < 100*time.Millisecond })
+		// In cluster mode the drive stops 250ms before the window's end,
+		// so every request counted is decided within the window even on
+		// a loaded machine. In node mode the windows mean nothing (each
+		// node's limiter admits at a steady rate once its burst is
+		// spent), and the drive lasts the whole window.
+		margin := 250 * time.Millisecond
+		if mode == "node" {
+			margin = 20 * time.Millisecond
+		}
+		answers := drive(gws[:n], workers, pace, path, auth, func(*answer) bool { return time.Until(end) < margin })
 		row := rateRow{processes: n, mode: mode, limit: limit}
 		perNode := make([][]time.Time, n)
-		bad, ok200 := 0, n
+		bad, ok200, late := 0, n, 0
 		for _, a := range warm {
 			if a.status == 200 {
 				ok200++
@@ -264,9 +273,16 @@ func TestClusterRateLimit(t *testing.T) {
 			switch {
 			case a.err != nil:
 				t.Fatalf("node %s: %v", gws[a.node].name, a.err)
-			case a.sent.Before(start) || !a.at.Before(end):
-				t.Fatalf("an answer outside the window: sent %v, answered %v; window %v to %v", a.sent, a.at, start, end)
+			case a.sent.Before(start) || !a.sent.Before(end.Add(-margin)):
+				t.Fatalf("a request sent outside the window: sent %v; window %v to %v", a.sent, start, end)
 			case a.status == 200:
+				// Decided between sent and at; if at is after the
+				// window's end (a stalled machine), it was most likely
+				// decided at once, within the window: counting it can
+				// only make the check stricter.
+				if !a.at.Before(end) {
+					late++
+				}
 				ok200++
 				row.admitted++
 				perNode[a.node] = append(perNode[a.node], a.at)
@@ -285,12 +301,13 @@ func TestClusterRateLimit(t *testing.T) {
 			row.low, row.bound = limit, min(limit+(n-1)*row.a, n*limit)
 		} else {
 			// Each node admits its own limit in a window: at the rate
-			// of R per window once its burst is used up, one request
-			// more at most for the pause at the window's start.
-			row.low, row.bound = limit*n*5/6, n*(limit+1)
+			// of R per window once its burst is spent, plus what the
+			// 60ms pause around the window's start let it save (5%
+			// of R in all) and one for rounding.
+			row.low, row.bound = limit*n*5/6, n*(limit*21/20+1)
 		}
-		t.Logf("%d processes, %s mode: %d requests in the window, %d admitted (limit %d, pass if in [%d, %d]), A = %d",
-			n, mode, len(answers), row.admitted, limit, row.low, row.bound, row.a)
+		t.Logf("%d processes, %s mode: %d requests in the window, %d admitted (limit %d, pass if in [%d, %d]; %d answered after the window's end), A = %d",
+			n, mode, len(answers), row.admitted, limit, row.low, row.bound, late, row.a)
 		if row.admitted < row.low || row.admitted > row.bound {
 			t.Errorf("%d processes, %s mode: the window admitted %d requests, outside [%d, %d]", n, mode, row.admitted, row.low, row.bound)
 		}
@@ -320,7 +337,7 @@ func TestClusterRateLimit(t *testing.T) {
 	fmt.Fprintf(&b, "| processes | mode    | admitted | limit | bound |\n")
 	fmt.Fprintf(&b, "|-----------|---------|----------|-------|-------|\n")
 	for _, r := range rows {
-		bound := fmt.Sprintf("%d x (%d + 1) = %d (each its own)", r.processes, r.limit, r.bound)
+		bound := fmt.Sprintf("%d x (%d x 1.05 + 1) = %d (each its own; at least %d)", r.processes, r.limit, r.bound, r.low)
 		if r.mode == "cluster" {
 			bound = fmt.Sprintf("%d + %d x %d = %d", r.limit, r.processes-1, r.a, r.limit+(r.processes-1)*r.a)
 		}

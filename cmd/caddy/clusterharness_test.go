@@ -351,7 +351,7 @@ func drive(nodes []*gwNode, workers int, pace time.Duration, path, auth string, 
 				var mine []answer
 				var last *answer
 				next := time.Now()
-				for !stop(last) {
+				for {
 					if pace > 0 {
 						if d := time.Until(next); d > 0 {
 							time.Sleep(d)
@@ -360,6 +360,9 @@ func drive(nodes []*gwNode, workers int, pace time.Duration, path, auth string, 
 						if now := time.Now(); next.Before(now) {
 							next = now // do not catch up after a stall
 						}
+					}
+					if stop(last) {
+						break
 					}
 					mine = append(mine, n.send(i, "GET", path, auth))
 					last = &mine[len(mine)-1]

@@ -225,7 +225,7 @@ func TestUsageLossOnKill(t *testing.T) {
 				if !stop.Load() {
 					t.Errorf("a request failed before the kill: %v", a.err)
 				}
-				unanswered++
+				unanswered++ // in flight at the kill
 			case a.status == 200:
 				allowed = append(allowed, a.at)
 			default:
@@ -241,14 +241,19 @@ func TestUsageLossOnKill(t *testing.T) {
 		// Kill at a random point of the flush cycle.
 		after := 2*time.Second + rand.N(time.Second)
 		var stop atomic.Bool
-		var killedAt time.Time
+		var allowed []time.Time
+		var unanswered int
+		streamed := make(chan struct{})
 		go func() {
-			time.Sleep(after)
-			killedAt = time.Now()
-			g.kill(t)
-			stop.Store(true)
+			defer close(streamed)
+			allowed, unanswered = stream(&stop)
 		}()
-		allowed, unanswered := stream(&stop)
+		time.Sleep(after)
+		// No new requests from now on; those in flight meet the kill.
+		stop.Store(true)
+		killedAt := time.Now()
+		g.kill(t)
+		<-streamed
 		n := int64(len(allowed))
 		kept := stored() - before
 		lost := n - kept
