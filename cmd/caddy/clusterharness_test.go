@@ -59,6 +59,9 @@ func startGateway(t *testing.T, name, bin, dbURL string, up *recorder, c gwConfi
 	if c.rateLimits != "" {
 		fmt.Fprintf(&global, "\t\trate_limits %s\n", c.rateLimits)
 	}
+	if c.usageFlush > 0 {
+		fmt.Fprintf(&global, "\t\tusage {\n\t\t\tflush_interval %s\n\t\t}\n", c.usageFlush)
+	}
 	cfg := fmt.Sprintf(`{
 	admin off
 	auto_https off
@@ -100,12 +103,6 @@ http://127.0.0.1:%d {
 	}
 	n.env = append(os.Environ(), "DATABASE_URL="+dbURL, "HOME="+dir,
 		"XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
-	if c.usageFlush > 0 {
-		// The Caddyfile's usage { flush_interval } block does not parse
-		// (TestCaddyfileUsageBlock), so the interval is set in the
-		// adapted JSON config instead.
-		n.config = withUsageFlush(t, bin, n.config, n.env, c.usageFlush)
-	}
 	t.Cleanup(func() {
 		if n.cmd != nil {
 			_ = n.cmd.Process.Signal(syscall.SIGINT)
@@ -123,36 +120,6 @@ http://127.0.0.1:%d {
 	})
 	n.start(t)
 	return n
-}
-
-// withUsageFlush adapts the Caddyfile at path to JSON, sets the api_users
-// app's usage flush_interval in it, and returns the JSON config's path.
-func withUsageFlush(t *testing.T, bin, path string, env []string, flush time.Duration) string {
-	t.Helper()
-	adapt := exec.Command(bin, "adapt", "--config", path)
-	adapt.Env = env
-	out, err := adapt.Output()
-	if err != nil {
-		t.Fatalf("caddy adapt: %v\n%s", err, out)
-	}
-	var cfg map[string]any
-	if err := json.Unmarshal(out, &cfg); err != nil {
-		t.Fatalf("caddy adapt: %v\n%s", err, out)
-	}
-	app, ok := cfg["apps"].(map[string]any)["api_users"].(map[string]any)
-	if !ok {
-		t.Fatalf("caddy adapt: no api_users app in %s", out)
-	}
-	app["usage"] = map[string]any{"flush_interval": flush.String()}
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jsonPath := path + ".json"
-	if err := os.WriteFile(jsonPath, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return jsonPath
 }
 
 // start starts the process and waits until both its sites answer.

@@ -300,14 +300,8 @@ func TestUsageLossOnKill(t *testing.T) {
 }
 
 // TestCaddyfileUsageBlock adapts the global option's usage block as the
-// README writes it.
-//
-// KNOWN BUG (fails until fixed in caddymodule/caddyfile.go): the usage
-// block reads each setting's duration before it switches on the
-// setting's name, so it switches on the duration instead, and every
-// setting is refused: `usage { flush_interval 500ms }` fails with
-// `unknown usage setting "500ms"`. The cluster tests set the interval
-// in the adapted JSON meanwhile (withUsageFlush).
+// README writes it. (It once switched on each setting's duration instead
+// of its name, and refused every setting.)
 func TestCaddyfileUsageBlock(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
@@ -336,7 +330,7 @@ http://127.0.0.1:1 {
 	}
 	out, err := exec.Command(bin, "adapt", "--config", path).CombinedOutput()
 	if err != nil {
-		t.Fatalf("KNOWN BUG: caddy adapt refuses the usage block: %v\n%s", err, out)
+		t.Fatalf("caddy adapt refuses the usage block: %v\n%s", err, out)
 	}
 	var got struct {
 		Apps struct {
