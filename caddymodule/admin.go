@@ -175,20 +175,13 @@ func (h *Admin) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 	}
 
 	if ai, _ := caddyhttp.GetVar(r.Context(), apiUserVarKey).(*authInfo); ai != nil {
-		id := ai.id
-		h.app.audit.Info("management request refused",
-			zap.String("actor", ActorAPIUser), zap.String("api_user", id),
-			zap.String("reason", "api_user_forbidden"), zap.String("method", r.Method),
-			zap.String("path", r.URL.EscapedPath()), zap.String("client_ip", clientIP(r)))
-		h.app.auditWritten()
+		h.app.auditRefusedManagement(r, "api_user_forbidden", zap.String("actor", ActorAPIUser), zap.String("api_user", ai.id))
 		writeJSONError(w, http.StatusForbidden, "api_user_forbidden",
 			"API users cannot administer API users: call the management API with an operator's credentials, not an API user's")
 		return nil
 	}
 	if why := crossSiteWrite(r); why != "" {
-		h.app.audit.Info("management request refused",
-			zap.String("reason", "cross_site_request"), zap.String("why", why), zap.String("method", r.Method),
-			zap.String("path", r.URL.EscapedPath()), zap.String("client_ip", clientIP(r)))
+		h.app.auditRefusedManagement(r, "cross_site_request", zap.String("why", why))
 		writeJSONError(w, http.StatusForbidden, "cross_site_request",
 			"changes are accepted from this server's own pages and from clients that are not browsers, not from another site: "+why)
 		return nil

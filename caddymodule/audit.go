@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -216,5 +217,17 @@ func (a *App) auditChange(ctx context.Context, action string, fields ...zap.Fiel
 		all = append(all, zap.String("client_ip", act.ClientIP))
 	}
 	a.audit.Info("management change", all...)
+	a.auditWritten()
+}
+
+// auditRefusedManagement writes the audit record of a management request
+// refused before any route ran (an API user's, a cross-site write): the
+// reason code, what fields says about the caller, and the request.
+func (a *App) auditRefusedManagement(r *http.Request, reason string, fields ...zap.Field) {
+	all := make([]zap.Field, 0, len(fields)+4)
+	all = append(all, fields...)
+	all = append(all, zap.String("reason", reason), zap.String("method", r.Method),
+		zap.String("path", r.URL.EscapedPath()), zap.String("client_ip", clientIP(r)))
+	a.audit.Info("management request refused", all...)
 	a.auditWritten()
 }

@@ -268,7 +268,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return g.deny(w, r, &rec, reason, retry)
 	}
 	// Steps 3 to 5, the user's own checks, and its rate limit.
-	d, reason, retry := g.decide(cu, &rec, &hdr, now)
+	var d policy.Decision
+	reason, retry = g.decide(&d, cu, &rec, &hdr, now)
 	if reason != policy.Allowed {
 		return g.deny(w, r, &rec, reason, retry)
 	}
@@ -295,8 +296,10 @@ func (g *Gateway) unambiguousRequest(r *http.Request, path string, hdr *requestH
 
 // decide is steps 3 to 5 for the authenticated user cu (endpoint, scope,
 // tenancy, proxied user, and the user's retired, expiry and idle checks),
-// then its rate limit; for a refusal by the rate limit, how long to wait.
-func (g *Gateway) decide(cu *cachedUser, rec *auditRecord, hdr *requestHeaders, now time.Time) (policy.Decision, policy.Reason, time.Duration) {
+// then its rate limit and quota, into d; for a refusal by a limit, how
+// long to wait. (d is the caller's: a Decision is some 300 bytes, not to be
+// copied on the hot path.)
+func (g *Gateway) decide(d *policy.Decision, cu *cachedUser, rec *auditRecord, hdr *requestHeaders, now time.Time) (policy.Reason, time.Duration) {
 	p := cu.p
 	rec.principal = p
 	req := policy.Request{Method: rec.method, Path: rec.path}
@@ -316,10 +319,10 @@ func (g *Gateway) decide(cu *cachedUser, rec *auditRecord, hdr *requestHeaders, 
 		req.ClientIP = clientAddr(rec.clientIP)
 	}
 	v := g.app.view.Load()
-	d := policy.Decide(&req, p, v.catalog, v.tenancy, now, cu.lastSeen())
+	*d = policy.Decide(&req, p, v.catalog, v.tenancy, now, cu.lastSeen())
 	rec.endpoint = d.Endpoint
 	if d.Reason != policy.Allowed {
-		return d, d.Reason, 0
+		return d.Reason, 0
 	}
 	limit := p.User.RateLimit
 	if limit.Requests == 0 {
@@ -327,7 +330,7 @@ func (g *Gateway) decide(cu *cachedUser, rec *auditRecord, hdr *requestHeaders, 
 	}
 	if retry, ok := g.admitRate(p.User.ID, limit, now); !ok {
 		rec.product = cu.product
-		return d, policy.RateLimited, retry
+		return policy.RateLimited, retry
 	}
 	quota := p.User.Quota
 	if quota.Requests == 0 {
@@ -340,11 +343,11 @@ func (g *Gateway) decide(cu *cachedUser, rec *auditRecord, hdr *requestHeaders, 
 		}
 		if _, end := quota.Window(now); !g.counters.admit(kind, p.User.ID, end, quota.Requests) {
 			rec.product = cu.product
-			return d, policy.QuotaExceeded, end.Sub(now)
+			return policy.QuotaExceeded, end.Sub(now)
 		}
 	}
 	g.app.touches.seen(p.User.ID, cu, now)
-	return d, policy.Allowed, 0
+	return policy.Allowed, 0
 }
 
 // admitRate decides one request of user under limit: by the process's
