@@ -90,9 +90,11 @@ func (uc *usageCounter) take() []store.UsageCount {
 		s := &uc.shards[i]
 		s.mu.Lock()
 		m := s.m
-		if len(m) > 0 {
-			s.m = make(map[usageKey]*usageCount, len(m))
+		if len(m) == 0 {
+			s.mu.Unlock()
+			continue // nothing to take; the map stays the shard's
 		}
+		s.m = make(map[usageKey]*usageCount, len(m))
 		s.mu.Unlock()
 		for k, c := range m {
 			out = append(out, store.UsageCount{
