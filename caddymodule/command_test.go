@@ -228,6 +228,34 @@ func TestCLIRateLimit(t *testing.T) {
 	}
 }
 
+// TestCLIQuotaAndAllowedIPs: --quota and --allowed-ips set, show and
+// clear; changing the allow-list prints a new token; a malformed value is
+// an error naming what is wrong and changes nothing.
+func TestCLIQuotaAndAllowedIPs(t *testing.T) {
+	cfg := cliConfig(t)
+	mustCLI(t, cfg, "create", "--org", "acme", "--username", "budget-bot", "--scopes", "devices:list", "--quota", "1000/month", "--allowed-ips", "192.0.2.0/24,2001:db8::1")
+	out := mustCLI(t, cfg, "show", "budget-bot")
+	if !strings.Contains(out, "1000 per month (UTC)") || !strings.Contains(out, "192.0.2.0/24, 2001:db8::1/128") {
+		t.Fatalf("show lacks the quota or the allowed IPs:\n%s", out)
+	}
+	for bad, about := range map[string]string{"--quota=1000": "--quota", "--quota=1000/week": "quota.period", "--allowed-ips=10.0.0.1/8": "allowed_ips", "--allowed-ips=nowhere": "allowed_ips"} {
+		if _, err := runCLI(t, cfg, "update", "budget-bot", "--name", "changed", bad); err == nil || !strings.Contains(err.Error(), about) {
+			t.Errorf("%s: %v, want an error naming %s", bad, err, about)
+		}
+	}
+	if out := mustCLI(t, cfg, "show", "budget-bot"); strings.Contains(out, "changed") {
+		t.Fatalf("a refused update changed the user:\n%s", out)
+	}
+	if out := mustCLI(t, cfg, "update", "budget-bot", "--allowed-ips", "192.0.2.0/25"); !strings.Contains(out, "apiu_at_") {
+		t.Errorf("narrowing the allowed IPs printed no new token:\n%s", out)
+	}
+	mustCLI(t, cfg, "update", "budget-bot", "--quota", "", "--allowed-ips", "")
+	out = mustCLI(t, cfg, "show", "budget-bot")
+	if !strings.Contains(out, "anywhere") || strings.Contains(out, "per month") {
+		t.Fatalf("after clearing, show says:\n%s", out)
+	}
+}
+
 // TestCLICheck: check passes on a healthy store and fails, naming the
 // damage, on a damaged one.
 func TestCLICheck(t *testing.T) {
