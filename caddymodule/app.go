@@ -186,6 +186,8 @@ func (a *App) clusterRates() bool { return a.RateLimits == rateLimitsCluster }
 const (
 	rateLimitsNode    = "node"
 	rateLimitsCluster = "cluster"
+
+	errClusterNeedsPostgres = "api_users: rate_limits cluster needs a store that several nodes share: use store postgres, or rate_limits node (with SQLite, one node is the whole cluster)"
 )
 
 // StoreConfig selects and locates the store.
@@ -344,11 +346,7 @@ func (a *App) open(ctx context.Context) error {
 		return fmt.Errorf("api_users: %w", err)
 	}
 	switch a.RateLimits {
-	case "", rateLimitsNode:
-	case rateLimitsCluster:
-		if a.Store.Driver != "postgres" {
-			return fmt.Errorf("api_users: rate_limits cluster needs a store that several nodes share: use store postgres, or rate_limits node (with SQLite, one node is the whole cluster)")
-		}
+	case "", rateLimitsNode, rateLimitsCluster: // cluster is checked with the store
 	default:
 		return fmt.Errorf("api_users: rate_limits %q: use node (each node counts its own requests) or cluster (the total over every node of a PostgreSQL store)", a.RateLimits)
 	}
@@ -384,6 +382,9 @@ func (a *App) open(ctx context.Context) error {
 	case "", "sqlite":
 		if a.Store.URL != "" {
 			return errors.New("api_users: the sqlite store takes a path, not a url; for PostgreSQL set the driver to postgres")
+		}
+		if a.clusterRates() {
+			return errors.New(errClusterNeedsPostgres)
 		}
 		path := a.Store.Path
 		if path == "" {

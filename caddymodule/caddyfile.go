@@ -299,6 +299,9 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("unknown api_users setting %q: use store, cache, sync_interval, max_stale, last_used_interval, change_retention, audit, rate_limits, usage, org, role or endpoint", d.Val())
 		}
 	}
+	if a.clusterRates() && a.Store.Driver != "postgres" {
+		return d.Errf("%s", strings.TrimPrefix(errClusterNeedsPostgres, "api_users: "))
+	}
 	return nil
 }
 

@@ -52,6 +52,13 @@ func TestCaddyfileErrorsNameLineAndFix(t *testing.T) {
 		{"rate_limit window too short", "", "rate_limit 10 10ms", []string{"Caddyfile:", "at least 1s"}},
 		{"rate_limit window not a duration", "", "rate_limit 10 soon", []string{"Caddyfile:", "at least 1s"}},
 		{"unknown gateway setting", "", "endpoint a GET /a devices:list", []string{"Caddyfile:", "global option"}},
+		{"rate_limits unknown", "rate_limits global", "", []string{"Caddyfile:3", "node", "cluster"}},
+		{"rate_limits cluster on SQLite", "rate_limits cluster", "", []string{"Caddyfile:", "store postgres"}},
+		{"usage flush_interval too short", "usage {\n\t\t\tflush_interval 1ms\n\t\t}", "", []string{"Caddyfile:4", "100ms..1h"}},
+		{"usage unknown setting", "usage {\n\t\t\tkeep 5d\n\t\t}", "", []string{"Caddyfile:4", "flush_interval, hourly_retention or daily_retention"}},
+		{"quota without a period", "", "quota 1000", []string{"Caddyfile:", "quota 100000 month"}},
+		{"quota of a week", "", "quota 1000 week", []string{"Caddyfile:", "day or month"}},
+		{"quota of no requests", "", "quota 0 day", []string{"Caddyfile:", "positive whole number"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
