@@ -178,6 +178,8 @@ func TestUsageCounter(t *testing.T) {
 type countingStore struct {
 	*store.SQLite
 	calls atomic.Int64
+	// The reads the app's loops make once at start.
+	syncs, sums atomic.Int64
 }
 
 func (c *countingStore) GetUser(ctx context.Context, id string) (*policy.APIUser, error) {
@@ -212,6 +214,7 @@ func (c *countingStore) PutCounters(ctx context.Context, node string, counters [
 
 func (c *countingStore) SumCounters(ctx context.Context, since time.Time, except string, changedSince time.Time) ([]store.Counter, time.Time, error) {
 	c.calls.Add(1)
+	c.sums.Add(1)
 	return c.SQLite.SumCounters(ctx, since, except, changedSince)
 }
 
@@ -222,6 +225,7 @@ func (c *countingStore) LastChange(ctx context.Context) (int64, error) {
 
 func (c *countingStore) Changes(ctx context.Context, after int64, limit int) ([]store.Change, error) {
 	c.calls.Add(1)
+	c.syncs.Add(1)
 	return c.SQLite.Changes(ctx, after, limit)
 }
 
@@ -252,6 +256,11 @@ func TestQuotaThroughGateway(t *testing.T) {
 	if r := list(iss.Token); r.Status != 200 {
 		t.Fatalf("first request: %d %s", r.Status, r.Body)
 	}
+	// The loops read the store once as they start (the change log, the
+	// other nodes' counts), then not for a minute.
+	eventually(t, 10*time.Second, "the app's first reads of the store", func() bool {
+		return counting.syncs.Load() > 0 && counting.sums.Load() > 0
+	})
 	before := counting.calls.Load()
 	statuses := map[int]int{}
 	var refused result
