@@ -174,6 +174,17 @@ func TestUsageCounter(t *testing.T) {
 	}
 }
 
+// awayFromMidnight returns once the next 00:00 UTC is more than margin
+// away, sleeping past it if it is closer, so that a test of a daily quota
+// does not see the quota reset.
+func awayFromMidnight(margin time.Duration) {
+	now := time.Now().UTC()
+	midnight := time.Date(now.Year(), now.Month(), now.Day()+1, 0, 0, 0, 0, time.UTC)
+	if left := midnight.Sub(now); left < margin {
+		time.Sleep(left + time.Second)
+	}
+}
+
 // countingStore counts the store calls a gateway makes.
 type countingStore struct {
 	*store.SQLite
@@ -253,6 +264,7 @@ func TestQuotaThroughGateway(t *testing.T) {
 	id, iss := g.createUser(Tenant{Org: "acme"}, UserSpec{Scopes: strs("devices:list"), Quota: &UserQuota{Requests: 5, Period: "day"}})
 	_, other := g.createUser(Tenant{Org: "acme"}, UserSpec{Scopes: strs("devices:list")})
 	list := func(token string) result { return g.do("GET", "/v1/products/1337/devices", bearer(token)) }
+	awayFromMidnight(10 * time.Second) // a daily quota resets at 00:00 UTC
 	if r := list(iss.Token); r.Status != 200 {
 		t.Fatalf("first request: %d %s", r.Status, r.Body)
 	}
