@@ -267,7 +267,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if reason != policy.Allowed {
 		return g.deny(w, r, &rec, reason, retry)
 	}
-	// Steps 3 to 5, the user's own checks, and its rate limit.
+	// Steps 3 to 5, the user's own checks (active, allowed IPs), its rate
+	// limit and its quota.
 	var d policy.Decision
 	reason, retry = g.decide(&d, cu, &rec, &hdr, now)
 	if reason != policy.Allowed {
@@ -295,8 +296,8 @@ func (g *Gateway) unambiguousRequest(r *http.Request, path string, hdr *requestH
 }
 
 // decide is steps 3 to 5 for the authenticated user cu (endpoint, scope,
-// tenancy, proxied user, and the user's retired, expiry and idle checks),
-// then its rate limit and quota, into d; for a refusal by a limit, how
+// tenancy, proxied user, and the user's retired, expiry, idle and allowed
+// IPs checks), then its rate limit and quota, into d; for a refusal by a limit, how
 // long to wait. (d is the caller's: a Decision is some 300 bytes, not to be
 // copied on the hot path.)
 func (g *Gateway) decide(d *policy.Decision, cu *cachedUser, rec *auditRecord, hdr *requestHeaders, now time.Time) (policy.Reason, time.Duration) {
