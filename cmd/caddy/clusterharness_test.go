@@ -184,20 +184,7 @@ func (n *gwNode) stop(t *testing.T) {
 // manage calls the management API and returns the body of a 2xx answer.
 func (n *gwNode) manage(t *testing.T, method, path, body string) []byte {
 	t.Helper()
-	req, _ := http.NewRequest(method, n.management+path, strings.NewReader(body))
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode/100 != 2 {
-		t.Fatalf("%s %s on node %s: %d %s", method, path, n.name, resp.StatusCode, out)
-	}
-	return out
+	return manageAt(t, n.management, n.name, method, path, body)
 }
 
 // createUser creates a product user with spec (a JSON object's fields,

@@ -248,7 +248,14 @@ func (n *node) get(t *testing.T, auth string) int {
 // manage calls the management API and returns the body of a 2xx answer.
 func (n *node) manage(t *testing.T, method, path, body string) []byte {
 	t.Helper()
-	req, _ := http.NewRequest(method, n.management+path, strings.NewReader(body))
+	return manageAt(t, n.management, n.name, method, path, body)
+}
+
+// manageAt calls the management API at base (node name's) and returns the
+// body of a 2xx answer; anything else fails the test.
+func manageAt(t *testing.T, base, name, method, path, body string) []byte {
+	t.Helper()
+	req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -259,7 +266,7 @@ func (n *node) manage(t *testing.T, method, path, body string) []byte {
 	defer resp.Body.Close()
 	out, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode/100 != 2 {
-		t.Fatalf("%s %s on node %s: %d %s", method, path, n.name, resp.StatusCode, out)
+		t.Fatalf("%s %s on node %s: %d %s", method, path, name, resp.StatusCode, out)
 	}
 	return out
 }
