@@ -443,13 +443,7 @@ func pgStateCond(state UserState, bindNow func() string) string {
 	now := bindNow()
 	expired := "(u.expires_at IS NOT NULL AND u.expires_at <= " + now + ")"
 	idle := "(u.idle_timeout_ns > 0 AND greatest(coalesce(u.last_used_at, 'epoch'), coalesce(u.created_at, 'epoch')) + (u.idle_timeout_ns / 1000) * interval '1 microsecond' <= " + now + ")"
-	switch state {
-	case StateExpired:
-		return "(NOT " + retired + " AND " + expired + ")"
-	case StateIdleExpired:
-		return "(NOT " + retired + " AND NOT " + expired + " AND " + idle + ")"
-	}
-	return "(NOT " + retired + " AND NOT " + expired + " AND NOT " + idle + ")"
+	return stateCond(state, retired, expired, idle)
 }
 
 // ListHistory implements Store.

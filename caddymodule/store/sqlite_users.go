@@ -432,15 +432,7 @@ func sqliteStateCond(state UserState, now int64, bind func(any) string) string {
 	retired := "retired = 1"
 	expired := "(expires_at IS NOT NULL AND expires_at <= " + bind(now) + ")"
 	idle := "(idle_timeout_ns > 0 AND max(coalesce(last_used_at, 0), coalesce(created_at, 0)) + idle_timeout_ns <= " + bind(now) + ")"
-	switch state {
-	case StateRetired:
-		return retired
-	case StateExpired:
-		return "(NOT " + retired + " AND " + expired + ")"
-	case StateIdleExpired:
-		return "(NOT " + retired + " AND NOT " + expired + " AND " + idle + ")"
-	}
-	return "(NOT " + retired + " AND NOT " + expired + " AND NOT " + idle + ")"
+	return stateCond(state, retired, expired, idle)
 }
 
 // ListHistory implements Store.

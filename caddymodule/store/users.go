@@ -320,3 +320,18 @@ func nullableText(b []byte) any {
 	}
 	return string(b)
 }
+
+// stateCond is the condition that a user is in state, policy.Principal's
+// rule in SQL, from each driver's conditions that it is retired, expired
+// and idle: retired first, then expired, then idle.
+func stateCond(state UserState, retired, expired, idle string) string {
+	switch state {
+	case StateRetired:
+		return retired
+	case StateExpired:
+		return "(NOT " + retired + " AND " + expired + ")"
+	case StateIdleExpired:
+		return "(NOT " + retired + " AND NOT " + expired + " AND " + idle + ")"
+	}
+	return "(NOT " + retired + " AND NOT " + expired + " AND NOT " + idle + ")"
+}
