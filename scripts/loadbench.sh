@@ -13,13 +13,21 @@
 #                            cost of writing them
 #   basic_auth               Caddy's basic_auth (bcrypt, hash cache on, so the
 #                            credential is verified once) + reverse_proxy
+#   reverse_proxy+identity   no authentication: reverse_proxy alone, removing
+#                            the client's Authorization and setting the four
+#                            identity headers api_users sets (header_up,
+#                            fixed values): what handing the spec's identity
+#                            on costs Caddy's proxy and the upstream,
+#                            whoever sets it; the floor for any gateway
+#                            that does
 #
 # Every round runs each site between two runs of plain reverse_proxy
 # (P A P B P C P); a site's ratio in a round is its requests per second over
 # the mean of the two plain runs around it, which cancels most of the drift
 # of a shared machine. The script prints, per site, the medians over the
 # rounds of requests per second, p50 and p99 latency, the gateway process's
-# CPU time per request, the throughput ratio and the CPU added per request.
+# CPU time per request and the upstream's, the throughput ratio and the
+# gateway CPU added per request.
 #
 #   scripts/loadbench.sh [rounds] [seconds per run] [connections]
 #   AUDIT_OUTPUT=file               the audit file written by Caddy's own file
@@ -154,16 +162,30 @@ http://127.0.0.1:18083 {
 }
 GW
 
-token=$("$work/caddy" api-users create --config "$work/gateway.Caddyfile" --product 1337 --scopes devices:get --json 2>/dev/null |
-	grep -o 'apiu_at_[0-9a-f]\{48\}' | head -1)
-[ -n "$token" ] || { echo "could not create a user" >&2; exit 1; }
+created=$("$work/caddy" api-users create --config "$work/gateway.Caddyfile" --product 1337 --scopes devices:get --json 2>/dev/null)
+token=$(grep -o 'apiu_at_[0-9a-f]\{48\}' <<<"$created" | head -1)
+user=$(grep -o '"username": *"[^"]*"' <<<"$created" | head -1 | sed 's/.*"\([^"]*\)"$/\1/')
+[ -n "$token" ] && [ -n "$user" ] || { echo "could not create a user" >&2; exit 1; }
+# The identity api_users hands on for this user, set without any check.
+cat >>"$work/gateway.Caddyfile" <<GW
+http://127.0.0.1:18084 {
+	bind 127.0.0.1
+	reverse_proxy 127.0.0.1:18090 {
+		header_up -Authorization
+		header_up X-Api-User $user
+		header_up X-Api-User-Org acme
+		header_up X-Api-User-Product 1337
+		header_up X-Acting-User $user
+	}
+}
+GW
 basic="Basic $(printf 'bench:%s' "$basic_pass" | base64 -w0)"
 
 "$work/caddy" run --config "$work/upstream.Caddyfile" >"$work/upstream.out" 2>&1 &
 pids+=($!)
 "$work/caddy" run --config "$work/gateway.Caddyfile" >"$work/gateway.out" 2>&1 &
 pids+=($!)
-for port in 18090 18080 18081 18082 18083; do
+for port in 18090 18080 18081 18082 18083 18084; do
 	for _ in $(seq 100); do
 		curl -s -o /dev/null "http://127.0.0.1:$port/" && break
 		sleep 0.1
@@ -171,10 +193,10 @@ for port in 18090 18080 18081 18082 18083; do
 done
 
 path=/v1/products/my-product-v1/devices/0a1b2c3d
-sites=(plain api_file api_discard basic_auth)
-declare -A port=([plain]=18080 [api_file]=18081 [api_discard]=18082 [basic_auth]=18083)
-declare -A auth=([plain]="" [api_file]="Bearer $token" [api_discard]="Bearer $token" [basic_auth]="$basic")
-declare -A label=([plain]="reverse_proxy" [api_file]="api_users,audit=file" [api_discard]="api_users,audit=discard" [basic_auth]="basic_auth")
+sites=(plain api_file api_discard basic_auth ids)
+declare -A port=([plain]=18080 [api_file]=18081 [api_discard]=18082 [basic_auth]=18083 [ids]=18084)
+declare -A auth=([plain]="" [api_file]="Bearer $token" [api_discard]="Bearer $token" [basic_auth]="$basic" [ids]="Bearer $token")
+declare -A label=([plain]="reverse_proxy" [api_file]="api_users,audit=file" [api_discard]="api_users,audit=discard" [basic_auth]="basic_auth" [ids]="reverse_proxy+identity")
 for s in "${sites[@]}"; do
 	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: ${auth[$s]}" "http://127.0.0.1:${port[$s]}$path")
 	[ "$code" = 200 ] || { echo "${label[$s]} answered $code, want 200" >&2; cat "$work/gateway.out" >&2; exit 1; }
@@ -183,19 +205,20 @@ done
 # cpu PID: the process's user+system CPU time so far, in clock ticks.
 cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
-gwpid=${pids[1]}
+uppid=${pids[0]} gwpid=${pids[1]}
 
-# run SITE: one wrk run; prints "rps p50_ms p99_ms cpu_us requests",
-# cpu_us being the gateway process's CPU time per request. Throughput on a
-# small shared machine moves with whatever else runs; CPU per request
-# moves less, so it shows the gateway's own cost more steadily.
+# run SITE: one wrk run; prints "rps p50_ms p99_ms cpu_us requests up_us",
+# cpu_us being the gateway process's CPU time per request and up_us the
+# upstream's. Throughput on a small shared machine moves with whatever
+# else runs; CPU per request moves less, so it shows the gateway's own
+# cost more steadily.
 run() {
-	local s=$1 before
+	local s=$1 before upbefore
 	local args=()
 	[ -z "${auth[$s]}" ] || args=(-H "Authorization: ${auth[$s]}")
-	before=$(cpu "$gwpid")
+	before=$(cpu "$gwpid") upbefore=$(cpu "$uppid")
 	wrk -t2 -c"$conns" -d"${secs}s" --latency "${args[@]}" "http://127.0.0.1:${port[$s]}$path" |
-		awk -v hz="$hz" -v before="$before" -v after_file="/proc/$gwpid/stat" '
+		awk -v hz="$hz" -v before="$before" -v after_file="/proc/$gwpid/stat" -v upbefore="$upbefore" -v up_file="/proc/$uppid/stat" '
 			function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
 			/^ +50%/ { p50 = ms($2) }
 			/^ +99%/ { p99 = ms($2) }
@@ -205,7 +228,8 @@ run() {
 			END {
 				if (bad) { print "non-2xx responses: " bad > "/dev/stderr"; exit 1 }
 				getline stat < after_file; split(stat, f, " ")
-				printf "%.0f %.3f %.3f %.2f %d\n", rps, p50, p99, (f[14] + f[15] - before) * 1e6 / hz / n, n
+				getline upstat < up_file; split(upstat, u, " ")
+				printf "%.0f %.3f %.3f %.2f %d %.2f\n", rps, p50, p99, (f[14] + f[15] - before) * 1e6 / hz / n, n, (u[14] + u[15] - upbefore) * 1e6 / hz / n
 			}'
 }
 
@@ -230,7 +254,7 @@ profiled() {
 # Warm up every site.
 for s in "${sites[@]}"; do run "$s" >/dev/null; done
 
-declare -A rps p50 p99 cpus ratio
+declare -A rps p50 p99 cpus ups ratio
 
 # MODE=concurrent: every round loads the four sites at the same time, a
 # quarter of the connections each, so whatever else runs on the machine
@@ -238,7 +262,7 @@ declare -A rps p50 p99 cpus ratio
 # plain reverse_proxy's in the same seconds. The gateway's CPU cannot be
 # split between the sites then, so none is printed.
 if [ "${MODE:-}" = concurrent ]; then
-	per=$((conns / 4 > 0 ? conns / 4 : 1))
+	per=$((conns / ${#sites[@]} > 0 ? conns / ${#sites[@]} : 1))
 	printf '%-6s %-24s %9s %8s %8s %7s\n' round site req/s p50_ms p99_ms ratio
 	for r in $(seq "$rounds"); do
 		wrks=()
@@ -279,23 +303,23 @@ if [ "${MODE:-}" = concurrent ]; then
 	exit 0
 fi
 
-printf '%-6s %-24s %9s %8s %8s %8s %7s\n' round site req/s p50_ms p99_ms cpu_us ratio
+printf '%-6s %-24s %9s %8s %8s %8s %7s %7s\n' round site req/s p50_ms p99_ms cpu_us up_us ratio
 for r in $(seq "$rounds"); do
 	profile plain
-	read -r pa b c d n < <(run plain)
+	read -r pa b c d n e < <(run plain)
 	profiled plain "$n"
-	printf '%-6s %-24s %9s %8s %8s %8s\n' "$r" "${label[plain]}" "$pa" "$b" "$c" "$d"
-	rps[plain]+="$pa " p50[plain]+="$b " p99[plain]+="$c " cpus[plain]+="$d "
+	printf '%-6s %-24s %9s %8s %8s %8s %7s\n' "$r" "${label[plain]}" "$pa" "$b" "$c" "$d" "$e"
+	rps[plain]+="$pa " p50[plain]+="$b " p99[plain]+="$c " cpus[plain]+="$d " ups[plain]+="$e "
 	for s in "${sites[@]:1}"; do
 		profile "$s"
-		read -r a b c d n < <(run "$s")
+		read -r a b c d n e < <(run "$s")
 		profiled "$s" "$n"
-		read -r pb b2 c2 d2 n2 < <(run plain)
-		rps[plain]+="$pb " p50[plain]+="$b2 " p99[plain]+="$c2 " cpus[plain]+="$d2 "
+		read -r pb b2 c2 d2 n2 e2 < <(run plain)
+		rps[plain]+="$pb " p50[plain]+="$b2 " p99[plain]+="$c2 " cpus[plain]+="$d2 " ups[plain]+="$e2 "
 		q=$(awk -v a="$a" -v x="$pa" -v y="$pb" 'BEGIN { printf "%.3f", 2 * a / (x + y) }')
-		rps[$s]+="$a " p50[$s]+="$b " p99[$s]+="$c " cpus[$s]+="$d " ratio[$s]+="$q "
-		printf '%-6s %-24s %9s %8s %8s %8s %7s\n' "$r" "${label[$s]}" "$a" "$b" "$c" "$d" "$q"
-		printf '%-6s %-24s %9s %8s %8s %8s\n' "$r" "${label[plain]}" "$pb" "$b2" "$c2" "$d2"
+		rps[$s]+="$a " p50[$s]+="$b " p99[$s]+="$c " cpus[$s]+="$d " ups[$s]+="$e " ratio[$s]+="$q "
+		printf '%-6s %-24s %9s %8s %8s %8s %7s %7s\n' "$r" "${label[$s]}" "$a" "$b" "$c" "$d" "$e" "$q"
+		printf '%-6s %-24s %9s %8s %8s %8s %7s\n' "$r" "${label[plain]}" "$pb" "$b2" "$c2" "$d2" "$e2"
 		pa=$pb
 	done
 done
@@ -303,13 +327,13 @@ done
 median() { printf '%s\n' $@ | sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 echo
 echo "medians of $rounds rounds, ${secs}s runs, $conns connections${AUDIT_MODE:+, audit mode $AUDIT_MODE}:"
-printf '%-24s %9s %8s %8s %8s %7s %9s\n' site req/s p50_ms p99_ms cpu_us ratio +cpu_us
-cp=$(median ${cpus[plain]})
+printf '%-24s %9s %8s %8s %8s %7s %7s %9s %8s\n' site req/s p50_ms p99_ms cpu_us up_us ratio +cpu_us +up_us
+cp=$(median ${cpus[plain]}) up=$(median ${ups[plain]})
 for s in "${sites[@]}"; do
-	c=$(median ${cpus[$s]})
+	c=$(median ${cpus[$s]}) u=$(median ${ups[$s]})
 	q=1
 	[ "$s" = plain ] || q=$(median ${ratio[$s]})
-	printf '%-24s %9s %8s %8s %8s %7s %+9.2f\n' "${label[$s]}" "$(median ${rps[$s]})" "$(median ${p50[$s]})" "$(median ${p99[$s]})" "$c" "$q" "$(awk -v a="$c" -v b="$cp" 'BEGIN { print a - b }')"
+	printf '%-24s %9s %8s %8s %8s %7s %7s %+9.2f %+8.2f\n' "${label[$s]}" "$(median ${rps[$s]})" "$(median ${p50[$s]})" "$(median ${p99[$s]})" "$c" "$u" "$q" "$(awk -v a="$c" -v b="$cp" 'BEGIN { print a - b }')" "$(awk -v a="$u" -v b="$up" 'BEGIN { print a - b }')"
 done
 echo "target: api_users,audit=file ratio >= 0.95 and above basic_auth"
 echo "audit records in the file: $(cat "$work"/audit.log* 2>/dev/null | wc -l)"
