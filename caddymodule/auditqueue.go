@@ -16,7 +16,8 @@ import (
 
 // The audit queue takes gateway decision records off the request path. A
 // request copies its record into a bounded queue, which costs a lock and a
-// copy, and goes on; one writer goroutine takes the whole queue at a time,
+// copy, and goes on; one writer goroutine takes the whole queue at a time
+// (as soon as auditChunk records wait, and at least every MaxDelay),
 // encodes the batch through the audit logger (so records keep their shape
 // and Caddy's `log { include }` still routes them), and then flushes the
 // buffered audit writers (api_users_audit, auditwriter.go) once, so a batch
@@ -47,9 +48,10 @@ type auditQueue struct {
 	writing  chan struct{} // closed once the batch being written is written; nil when idle
 	space    chan struct{} // closed whenever the writer frees room
 
-	max   int
-	delay time.Duration
-	sync  bool
+	max    int
+	wakeAt int // pending records that wake the writer before MaxDelay
+	delay  time.Duration
+	sync   bool
 
 	kick chan struct{} // wakes the writer early
 	stop chan struct{} // closed by close
@@ -157,6 +159,7 @@ func newAuditQueue(cfg AuditConfig, dropped prometheus.Counter, logger *zap.Logg
 		next:    make(chan struct{}),
 		space:   make(chan struct{}),
 		max:     cfg.MaxPending,
+		wakeAt:  min(auditChunk, cfg.MaxPending/2+1),
 		delay:   time.Duration(cfg.MaxDelay),
 		sync:    cfg.Mode == AuditModeSync,
 		kick:    make(chan struct{}, 1),
@@ -209,9 +212,11 @@ func (q *auditQueue) add(sink *auditSink, rec *auditRecord, reason policy.Reason
 		<-written
 		return
 	}
-	if n == q.max/2+1 {
-		// Half full: start writing before the queue fills, whatever
-		// MaxDelay says.
+	if n == q.wakeAt {
+		// A chunk is waiting: write it now rather than at MaxDelay, so
+		// that the queue's memory stays small enough to stay in the
+		// processor's cache (a request's copy and the writer's read of
+		// it cost least there), and long before the queue fills.
 		q.wake()
 	}
 }

@@ -105,7 +105,7 @@ func (a *App) principalByToken(ctx context.Context, h policy.Hash) (*cachedUser,
 // often, at no cost to the store. h is the token's hash, for a bearer
 // token.
 func (a *App) cachedCredential(cred *policy.Credential, h policy.Hash, now time.Time) *cachedUser {
-	if a.checkFresh() != nil {
+	if a.freshAt(now) != nil {
 		return nil
 	}
 	switch cred.Kind {

@@ -235,11 +235,19 @@ func (a *App) listenChanges(ctx context.Context, l store.ChangeListener, wake fu
 // been read for longer than MaxStale. It applies only while the follower
 // runs: the CLI, which has none, reads the store directly.
 func (a *App) checkFresh() error {
+	if a.maxStale.Load() == 0 {
+		return nil
+	}
+	return a.freshAt(a.now())
+}
+
+// freshAt is checkFresh at now, for a caller that has the time already.
+func (a *App) freshAt(now time.Time) error {
 	maxStale := a.maxStale.Load()
 	if maxStale == 0 {
 		return nil
 	}
-	if age := a.now().UnixNano() - a.lastSync.Load(); age > maxStale {
+	if age := now.UnixNano() - a.lastSync.Load(); age > maxStale {
 		return fmt.Errorf("%w: last read %s ago", errStoreStale, time.Duration(age).Round(time.Millisecond))
 	}
 	return nil
