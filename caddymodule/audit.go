@@ -29,6 +29,8 @@ const (
 // deciding it. It never holds a credential value, only public IDs.
 type auditRecord struct {
 	start                  time.Time
+	took                   time.Duration // from start to the decision
+	cacheHits              cacheHits     // of the cached-credential lookup
 	method, path, clientIP string
 	credentialID           string
 	principal              *policy.Principal
@@ -127,6 +129,7 @@ func (a *App) writeAudit(sink *auditSink, rec *auditRecord, reason policy.Reason
 		q.add(sink, rec, reason)
 		return
 	}
+	sink.count(rec, reason)
 	fp := auditFieldPool.Get().(*[auditFieldCount]zap.Field)
 	writeAuditRecord(sink, rec, reason, fp)
 	auditFieldPool.Put(fp)

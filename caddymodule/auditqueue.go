@@ -75,15 +75,46 @@ type queuedRecord struct {
 }
 
 // auditSink is the audit logger of one gateway handler, with what the
-// writer needs to stamp a record with its decision time.
+// writer needs to stamp a record with its decision time, and the metrics
+// and usage counter its decisions are counted in.
 type auditSink struct {
-	log  *zap.Logger
-	core zapcore.Core
-	name string
+	log     *zap.Logger
+	core    zapcore.Core
+	name    string
+	metrics *metrics
+	usage   *usageCounter // nil: decisions are not counted as usage
 }
 
-func newAuditSink(log *zap.Logger) *auditSink {
-	return &auditSink{log: log, core: log.Core(), name: log.Name()}
+func newAuditSink(log *zap.Logger, m *metrics, usage *usageCounter) *auditSink {
+	return &auditSink{log: log, core: log.Core(), name: log.Name(), metrics: m, usage: usage}
+}
+
+// count counts a decision in the metrics and, for an authenticated user,
+// in its usage. The queue's writer counts the records it writes: one
+// goroutine, in bulk, so requests do not contend for the counters' memory
+// (a record dropped for want of room, or written on its request's
+// goroutine, is counted there). The metrics and usage therefore trail the
+// decisions by what is queued, at most MaxDelay (the usage flush and a
+// graceful stop wait for the queue).
+func (s *auditSink) count(rec *auditRecord, reason policy.Reason) {
+	outcome, endpoint := int(reason), -1
+	if rec.passThrough {
+		outcome = passThroughOutcome
+	}
+	if rec.endpoint != nil {
+		endpoint = rec.endpoint.Index()
+	}
+	if s.metrics != nil {
+		s.metrics.decided(endpoint, outcome, rec.took)
+		rec.cacheHits.count(&s.metrics.cache)
+	}
+	if s.usage != nil && rec.principal != nil && !rec.passThrough {
+		name := ""
+		if rec.endpoint != nil {
+			name = rec.endpoint.Name
+		}
+		s.usage.add(rec.principal.User.ID, name, reason, rec.start)
+	}
 }
 
 // auditFullWait is the longest a request waits for room in a full queue
@@ -193,6 +224,7 @@ func (q *auditQueue) add(sink *auditSink, rec *auditRecord, reason policy.Reason
 			continue
 		case <-timer.C:
 		}
+		sink.count(rec, reason)
 		q.drop()
 		return
 	}
@@ -246,6 +278,7 @@ func (q *auditQueue) drop() {
 // writeNow writes one record on the caller's goroutine, and flushes the
 // buffered audit writers, so it is in the file when the caller returns.
 func (q *auditQueue) writeNow(sink *auditSink, rec *auditRecord, reason policy.Reason) {
+	sink.count(rec, reason)
 	var fields [auditFieldCount]zap.Field
 	writeAuditRecord(sink, rec, reason, &fields)
 	q.flushWriters(sink)
@@ -301,6 +334,7 @@ func (q *auditQueue) writeBatch(fields *[auditFieldCount]zap.Field) bool {
 				q.syncSink(last)
 			}
 			last = qr.sink
+			qr.sink.count(&qr.rec, qr.reason)
 			writeAuditRecord(qr.sink, &qr.rec, qr.reason, fields)
 			batch[i] = queuedRecord{} // drop the references
 		}

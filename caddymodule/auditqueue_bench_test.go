@@ -12,7 +12,7 @@ import (
 
 func newTestAuditSinkTo(out zapcore.WriteSyncer) *auditSink {
 	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), out, zap.InfoLevel)
-	return newAuditSink(zap.New(core).Named("http.handlers.api_users.audit"))
+	return newAuditSink(zap.New(core).Named("http.handlers.api_users.audit"), nil, nil)
 }
 
 func newBenchAuditQueue(b *testing.B, cfg AuditConfig) *auditQueue {

@@ -76,7 +76,7 @@ func (o *auditOut) has(path string) bool {
 
 func newTestAuditSink(out *auditOut) *auditSink {
 	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), out, zap.InfoLevel)
-	return newAuditSink(zap.New(core).Named("http.handlers.api_users.audit"))
+	return newAuditSink(zap.New(core).Named("http.handlers.api_users.audit"), nil, nil)
 }
 
 func testAuditRecord(path string) *auditRecord {
@@ -329,4 +329,60 @@ func TestAuditWriterRolls(t *testing.T) {
 	if total != lines {
 		t.Errorf("%d lines across %d files, want %d", total, len(files), lines)
 	}
+}
+
+// TestAuditQueueCountsEveryDecision: the writer counts each decision in
+// the metrics and the usage as it writes its record, a record the full
+// queue drops is counted on its request's goroutine, and a usage taken
+// after a flush holds every decision queued before it.
+func TestAuditQueueCountsEveryDecision(t *testing.T) {
+	out := &auditOut{gate: make(chan struct{}), entered: make(chan struct{}, 1)}
+	m := newMetrics(nil, nil)
+	usage := newUsageCounter()
+	sink := newAuditSink(newTestAuditSink(out).log, m, usage)
+	q, dropped, _ := newTestAuditQueue(t, AuditConfig{MaxPending: 2, MaxDelay: caddy.Duration(time.Hour)})
+	q.start()
+
+	user := &policy.Principal{User: &policy.APIUser{ID: "svc-1"}}
+	decided := func(path string, hits cacheHits) {
+		rec := testAuditRecord(path)
+		rec.principal, rec.status, rec.took, rec.cacheHits = user, http.StatusForbidden, time.Millisecond, hits
+		q.add(sink, rec, policy.InsufficientScope)
+	}
+	decided("/1", tokenCacheHit)
+	decided("/2", tokenCacheHit|userCacheHit) // wakes the writer, which sticks in its write
+	<-out.entered
+	decided("/3", 0) // no room: dropped, and counted here
+	if got := counterValue(t, dropped); got != 1 {
+		t.Fatalf("dropped = %v, want 1", got)
+	}
+	decisions := m.decisions.WithLabelValues("none", policy.InsufficientScope.Code())
+	if got := counterValue(t, decisions); got != 2 {
+		// The writer counts a record just before it writes it: it counted
+		// /1, and stuck writing it.
+		t.Errorf("decisions counted while the writer is stuck: %v, want 2 (/1 by the writer, the dropped /3 by its request)", got)
+	}
+	close(out.gate)
+	decided("/4", 0)
+	q.flush()
+	if got := counterValue(t, decisions); got != 4 {
+		t.Errorf("decisions counted after a flush: %v, want 4", got)
+	}
+	if got := counterValue(t, m.cache.tokenHits); got != 2 {
+		t.Errorf("token cache hits: %v, want 2", got)
+	}
+	if got := counterValue(t, m.cache.userHits); got != 1 {
+		t.Errorf("user cache hits: %v, want 1", got)
+	}
+	var n int64
+	for _, c := range usage.take() {
+		if c.UserID != "svc-1" || c.Outcome != policy.InsufficientScope.Code() {
+			t.Errorf("usage count %+v, want svc-1 insufficient_scope", c)
+		}
+		n += c.Count
+	}
+	if n != 4 {
+		t.Errorf("usage counted %d decisions, want 4", n)
+	}
+	q.close(true)
 }

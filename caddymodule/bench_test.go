@@ -50,7 +50,7 @@ func BenchmarkGatewayDecision(b *testing.B) {
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
-			gw.app.audit, gw.audit = c.audit, newAuditSink(c.audit)
+			gw.app.audit, gw.audit = c.audit, newAuditSink(c.audit, gw.app.metrics, gw.app.limits.usage)
 			w := httptest.NewRecorder()
 			r := httptest.NewRequest("GET", "/v1/products/my-product-v1/devices/0a1b2c3d", nil)
 			repl := caddy.NewReplacer()

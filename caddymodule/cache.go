@@ -173,8 +173,16 @@ func (c *principalCache) user(id string, load func() (*policy.Principal, error))
 // peekUser returns the cached entry for a user ID without ever loading
 // it; ok is false on a miss.
 func (c *principalCache) peekUser(id string) (cu *cachedUser, ok bool) {
-	if cu, ok := c.users.Get(id); ok && cu.epoch == c.epoch.Load() {
+	if cu, ok = c.findUser(id); ok {
 		c.metrics.userHit()
+	}
+	return cu, ok
+}
+
+// findUser is peekUser without counting the hit, for a caller that has
+// it counted later (see cacheHits).
+func (c *principalCache) findUser(id string) (cu *cachedUser, ok bool) {
+	if cu, ok := c.users.Get(id); ok && cu.epoch == c.epoch.Load() {
 		return cu, true
 	}
 	return nil, false
@@ -183,11 +191,40 @@ func (c *principalCache) peekUser(id string) (cu *cachedUser, ok bool) {
 // peekToken returns the cached entry of a token (its owner "" for a token
 // known to be unknown) without ever loading it; ok is false on a miss.
 func (c *principalCache) peekToken(h policy.Hash) (te *tokenEntry, ok bool) {
-	if te, ok := c.tokens.Get(tokenKey(h)); ok && te != nil {
+	if te, ok = c.findToken(h); ok {
 		c.metrics.tokenHit()
+	}
+	return te, ok
+}
+
+// findToken is peekToken without counting the hit, for a caller that has
+// it counted later (see cacheHits).
+func (c *principalCache) findToken(h policy.Hash) (te *tokenEntry, ok bool) {
+	if te, ok := c.tokens.Get(tokenKey(h)); ok && te != nil {
 		return te, true
 	}
 	return nil, false
+}
+
+// cacheHits records the cache hits of a request's credential lookup, to
+// be counted with its decision by the audit queue's writer: counted on
+// the request's goroutine, the hit counters' memory would bounce between
+// the processors' caches on every request.
+type cacheHits uint8
+
+const (
+	tokenCacheHit cacheHits = 1 << iota
+	userCacheHit
+)
+
+// count adds the hits to m.
+func (h cacheHits) count(m *cacheMetrics) {
+	if h&tokenCacheHit != 0 {
+		m.tokenHit()
+	}
+	if h&userCacheHit != 0 {
+		m.userHit()
+	}
 }
 
 // tokenKey is the cache key of a token: the first 8 bytes of its SHA-256.

@@ -117,10 +117,9 @@ type Gateway struct {
 	limiter *rateLimiter
 	limit   policy.RateLimit // the default, from RateLimit
 	quota   policy.Quota     // the default, from Quota
-	// counters count quotas and, with rate_limits cluster, rate limits;
-	// usage counts decisions (limits.go).
+	// counters count quotas and, with rate_limits cluster, rate limits
+	// (limits.go); the audit sink counts decisions in the usage.
 	counters *windowCounters
-	usage    *usageCounter
 	cluster  bool // rate_limits cluster
 	logger   *zap.Logger
 }
@@ -203,7 +202,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		}
 		audit = audit.Named(g.AuditLog)
 	}
-	g.audit = newAuditSink(audit)
+	g.audit = newAuditSink(audit, g.app.metrics, g.app.limits.usage)
 	if g.LockoutThreshold == 0 {
 		g.LockoutThreshold = defaultLockoutThreshold
 	}
@@ -237,7 +236,6 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	// Users may have limits of their own even where the site sets none.
 	g.limiter = g.app.limits.limiter
 	g.counters = g.app.limits.counters
-	g.usage = g.app.limits.usage
 	g.cluster = g.app.clusterRates()
 	if len(g.app.Endpoints) == 0 {
 		g.logger.Warn("the endpoint catalog is empty, so every API-user request is refused; add endpoints to the api_users global option")
@@ -474,7 +472,7 @@ func (g *Gateway) authenticate(r *http.Request, rec *auditRecord, now time.Time)
 		case policy.KeyAndSecret:
 			rec.credentialID, _ = policy.KeyIDOf(cred.Key)
 		}
-		if cu := app.cachedCredential(&cred, h, now); cu != nil {
+		if cu := app.cachedCredential(&cred, h, now, &rec.cacheHits); cu != nil {
 			if cred.Kind == policy.BearerToken {
 				rec.credentialID = cu.p.User.TokenID // computed once, at issue
 				if rec.credentialID == "" {
@@ -547,24 +545,12 @@ func (g *Gateway) passThrough(w http.ResponseWriter, r *http.Request, rec *audit
 	return next.ServeHTTP(w, r)
 }
 
-// decided counts and audits a decision, once it is made and before the
-// response is written or the request forwarded.
+// decided hands a decision, once it is made and before the response is
+// written or the request forwarded, to be counted (metrics, usage) and
+// audited: by the audit queue's writer, off the request path, which does
+// all three in bulk (see auditSink.count).
 func (g *Gateway) decided(rec *auditRecord, reason policy.Reason) {
-	outcome, endpoint := int(reason), -1
-	if rec.passThrough {
-		outcome = passThroughOutcome
-	}
-	if rec.endpoint != nil {
-		endpoint = rec.endpoint.Index()
-	}
-	g.app.metrics.decided(endpoint, outcome, time.Since(rec.start))
-	if rec.principal != nil && !rec.passThrough {
-		name := ""
-		if rec.endpoint != nil {
-			name = rec.endpoint.Name
-		}
-		g.usage.add(rec.principal.User.ID, name, reason, rec.start)
-	}
+	rec.took = time.Since(rec.start)
 	g.app.writeAudit(g.audit, rec, reason)
 }
 

@@ -275,7 +275,7 @@ func BenchmarkLayer_Audit(b *testing.B) {
 	b.Run("json", func(b *testing.B) {
 		out := &countingSink{}
 		app := &App{audit: zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), out, zap.InfoLevel))}
-		sink := newAuditSink(app.audit)
+		sink := newAuditSink(app.audit, nil, nil)
 		n := 0
 		b.ReportAllocs()
 		for b.Loop() {
@@ -293,7 +293,7 @@ func BenchmarkLayer_Audit(b *testing.B) {
 	})
 	b.Run("off", func(b *testing.B) {
 		app := &App{audit: zap.NewNop()}
-		sink := newAuditSink(app.audit)
+		sink := newAuditSink(app.audit, nil, nil)
 		if app.audit.Check(zapcore.InfoLevel, "") != nil {
 			b.Fatal("the audit logger is enabled")
 		}

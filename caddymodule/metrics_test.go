@@ -68,6 +68,7 @@ func TestMetricsMove(t *testing.T) {
 	// below moves the cache counters.
 	waitCaughtUp(t, g.app)
 
+	flushAudit() // the decisions of the start-up requests are counted
 	before := scrape(t, metricsURL)
 	devices := "/v1/products/1337/devices"
 	for _, req := range []struct {
@@ -89,6 +90,9 @@ func TestMetricsMove(t *testing.T) {
 			t.Fatalf("%s %s: %d, want %d", req.method, req.path, r.Status, req.status)
 		}
 	}
+	// Decisions are counted by the audit queue's writer, as it writes
+	// their records.
+	flushAudit()
 	after := scrape(t, metricsURL)
 
 	want := map[string]float64{
@@ -142,6 +146,7 @@ func TestMetricsMove(t *testing.T) {
 	}) {
 		t.Fatalf("with the store closed: get_user errors %v, sync errors %v, lag %v", getUser, syncs, lagNow)
 	}
+	flushAudit()
 	if got := scrape(t, metricsURL)[`caddy_api_users_decisions_total{endpoint="none",reason="store_unavailable"}`]; got != 1 {
 		t.Errorf("store_unavailable decisions: %v, want 1", got)
 	}
@@ -179,8 +184,10 @@ http://127.0.0.1:%d {
 		g := &testGateway{t: t, url: fmt.Sprintf("http://127.0.0.1:%d", port), upstream: up, client: &http.Client{Timeout: 10 * time.Second}}
 		g.waitUp()
 		series := `caddy_api_users_decisions_total{endpoint="none",reason="missing_credentials"}`
+		flushAudit()
 		before := scrape(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))[series]
 		g.do("GET", "/v1/products/1337/devices", nil)
+		flushAudit()
 		got := scrape(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))[series]
 		if got-before != 1 || got > 2 {
 			t.Fatalf("load %d: %s went from %v to %v; want one more, counted since this load", load, series, before, got)

@@ -104,23 +104,28 @@ func (a *App) principalByToken(ctx context.Context, h policy.Hash) (*cachedUser,
 // good credential passes even when others behind its address guessed too
 // often, at no cost to the store. h is the token's hash, for a bearer
 // token.
-func (a *App) cachedCredential(cred *policy.Credential, h policy.Hash, now time.Time) *cachedUser {
+func (a *App) cachedCredential(cred *policy.Credential, h policy.Hash, now time.Time, hits *cacheHits) *cachedUser {
 	if a.freshAt(now) != nil {
 		return nil
 	}
 	switch cred.Kind {
 	case policy.BearerToken:
-		te, ok := a.cache.peekToken(h)
-		if !ok || te.owner == "" {
+		te, ok := a.cache.findToken(h)
+		if !ok {
+			return nil
+		}
+		*hits |= tokenCacheHit
+		if te.owner == "" {
 			return nil
 		}
 		// One lookup, the token's, while its link to the owner's entry
 		// holds (see principalByToken).
 		cu := a.cache.linked(te)
 		if cu == nil {
-			if cu, ok = a.cache.peekUser(te.owner); !ok {
+			if cu, ok = a.cache.findUser(te.owner); !ok {
 				return nil
 			}
+			*hits |= userCacheHit
 			a.cache.link(te, cu)
 		}
 		if cu.p == nil || !policy.VerifyToken(cu.p.User, h) {
@@ -128,10 +133,11 @@ func (a *App) cachedCredential(cred *policy.Credential, h policy.Hash, now time.
 		}
 		return cu
 	case policy.KeyAndSecret:
-		cu, ok := a.cache.peekUser(cred.UserID)
+		cu, ok := a.cache.findUser(cred.UserID)
 		if !ok {
 			return nil
 		}
+		*hits |= userCacheHit
 		var u *policy.APIUser
 		if cu.p != nil {
 			u = cu.p.User

@@ -150,6 +150,12 @@ func (a *App) flushUsage(ctx context.Context) {
 	if !ok || a.limits == nil {
 		return
 	}
+	// The audit queue's writer counts the decisions it writes: the
+	// decisions made before this flush are counted once it has written
+	// what is queued now.
+	if q := a.auditQ.Load(); q != nil {
+		q.flush()
+	}
 	counts := a.limits.usage.take()
 	if len(counts) == 0 {
 		return
