@@ -260,7 +260,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// Step 2: authenticate.
 	cu, reason, retry := g.authenticate(r, &rec, now)
 	if reason == policy.MissingCredentials && g.PassThrough {
-		return g.passThrough(w, r, &rec, next)
+		return g.passThrough(w, r, &rec, &hdr, next)
 	}
 	if reason != policy.Allowed {
 		return g.deny(w, r, &rec, reason, retry)
@@ -273,7 +273,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return g.deny(w, r, &rec, reason, retry)
 	}
 	// Step 6: forward with the identity the decision established.
-	g.forward(r, cu, &d, &rec)
+	g.forward(r, cu, &d, &rec, &hdr)
 	return next.ServeHTTP(w, r)
 }
 
@@ -369,9 +369,10 @@ func (g *Gateway) admitRate(user string, limit policy.RateLimit, now time.Time) 
 
 // forward is step 6: it replaces the request's identity headers with the
 // ones decision d established for cu, publishes the identity to Caddy's
-// placeholders, variables and access log, and audits the decision.
-func (g *Gateway) forward(r *http.Request, cu *cachedUser, d *policy.Decision, rec *auditRecord) {
-	g.headers.strip(r.Header, false)
+// placeholders, variables and access log, and audits the decision. hdr
+// is what step 1 read of the headers.
+func (g *Gateway) forward(r *http.Request, cu *cachedUser, d *policy.Decision, rec *auditRecord, hdr *requestHeaders) {
+	g.headers.stripScanned(r.Header, false, hdr)
 	g.headers.guardTrailers(r)
 	u := cu.p.User
 	ai := &authInfo{
@@ -529,8 +530,8 @@ func (g *Gateway) authenticate(r *http.Request, rec *auditRecord, now time.Time)
 // passThrough forwards a request without an API-user credential, as
 // PassThrough allows: the backend's own Authorization stays, the
 // client-sent identity headers go.
-func (g *Gateway) passThrough(w http.ResponseWriter, r *http.Request, rec *auditRecord, next caddyhttp.Handler) error {
-	g.headers.strip(r.Header, true)
+func (g *Gateway) passThrough(w http.ResponseWriter, r *http.Request, rec *auditRecord, hdr *requestHeaders, next caddyhttp.Handler) error {
+	g.headers.stripScanned(r.Header, true, hdr)
 	g.headers.guardTrailers(r)
 	// No user was authenticated: the placeholders are empty, rather than
 	// left unknown, so a handler that copies {http.auth.user.id} into a

@@ -84,10 +84,11 @@ func validHeaderName(s string) bool {
 // headerRules is the compiled set of header names the gateway guards,
 // normalised (lowercase, '_' as '-').
 type headerRules struct {
-	identity       []string // stripped from every forwarded request
-	proxiedUser    string   // normalised name of the proxied-user header
-	proxiedFirst   byte     // its first byte, for scan's quick filter
-	proxiedCanon   string   // canonical name, to set upstream
+	identity       []string  // stripped from every forwarded request
+	proxiedUser    string    // normalised name of the proxied-user header
+	proxiedFirst   byte      // its first byte, for scan's quick filter
+	proxiedCanon   string    // canonical name, to set upstream
+	identityFirst  [256]bool // the first bytes of identity, lowercase
 	methodOverride []string
 	pathOverride   []string
 }
@@ -102,7 +103,9 @@ func newHeaderRules(proxiedUserHeader string) *headerRules {
 	}
 	r.proxiedFirst = r.proxiedUser[0]
 	for _, h := range []string{"Authorization", HeaderAPIUser, HeaderAPIUserOrg, HeaderAPIUserProduct, HeaderActingUser, DefaultProxiedUserHeader, proxiedUserHeader} {
-		r.identity = append(r.identity, normHeader(h))
+		n := normHeader(h)
+		r.identity = append(r.identity, n)
+		r.identityFirst[n[0]] = true
 	}
 	for _, h := range methodOverrideHeaders {
 		r.methodOverride = append(r.methodOverride, normHeader(h))
@@ -154,6 +157,7 @@ type requestHeaders struct {
 	proxiedUser    string // the first value
 	proxiedCount   int    // values across every spelling; more than one is ambiguous
 	credential     bool   // a header other than Authorization carries an API-user credential
+	identity       bool   // an identity header other than Authorization is present, in any spelling
 }
 
 // scan reads the method-override, path-override and proxied-user headers,
@@ -168,6 +172,11 @@ func (hr *headerRules) scan(h http.Header) requestHeaders {
 		// would be forwarded, or logged, as it is.
 		if name != "Authorization" && !out.credential && valuesCarryCredential(values) {
 			out.credential = true
+		}
+		// An identity header's name starts with one of a few letters,
+		// either case; most headers are skipped at the cost of a lookup.
+		if !out.identity && hr.identityFirst[name[0]|0x20] && name != "Authorization" && matchesAny(name, hr.identity) {
+			out.identity = true
 		}
 		// Every method- and path-override header starts with "x"; most
 		// headers do not, and are skipped at the cost of one comparison.
@@ -205,6 +214,21 @@ func (hr *headerRules) strip(h http.Header, keepAuthorization bool) {
 			continue
 		}
 		delete(h, name)
+	}
+	hr.dropTokens(h, "Connection")
+	hr.dropTokens(h, "Trailer")
+}
+
+// stripScanned is strip for the headers that scan read into hdr: when
+// scan found no identity header but Authorization (the usual request), it
+// deletes Authorization without walking the headers again.
+func (hr *headerRules) stripScanned(h http.Header, keepAuthorization bool, hdr *requestHeaders) {
+	if hdr.identity {
+		hr.strip(h, keepAuthorization)
+		return
+	}
+	if !keepAuthorization {
+		delete(h, "Authorization")
 	}
 	hr.dropTokens(h, "Connection")
 	hr.dropTokens(h, "Trailer")
